@@ -10,8 +10,9 @@
 //! * [`value`]: the dlist model and typed reads (§2.1, §2.6)
 //! * [`encode`]: the writer (§2.3, §2.5)
 //! * [`decode`]: the incremental reader, file literals streamed to a sink (§2.4, §2.5)
-//! * [`command`], [`mailbox`], [`response`]: typed session commands, GET/APPLY/RESTORE
-//!   subcommands, the MAILBOX description and replies (§1, §3)
+//! * [`command`], [`mailbox`], [`metadata`], [`response`]: typed session commands,
+//!   GET/APPLY/RESTORE subcommands, the MAILBOX description, quotas/seen/sieve/
+//!   annotations, and replies (§1, §3)
 //! * [`crc`]: SYNC_CRC and SYNC_CRC_ANNOT (§5)
 //! * [`compress`]: COMPRESS DEFLATE framing (§1.7)
 //! * [`sasl`]: the AUTHENTICATE exchange framing (§1.6)
@@ -24,17 +25,19 @@ pub mod decode;
 pub mod encode;
 mod guid;
 pub mod mailbox;
+pub mod metadata;
 pub mod response;
 pub mod sasl;
 pub mod value;
 
-// pub use command::{ApplyCommand, Command, GetCommand, RestoreCommand};
+pub use command::{ApplyCommand, Command, CommandError, GetCommand, RestoreCommand};
 pub use decode::{
     Body, CollectFiles, DecodeError, Decoder, DiscardFiles, Feed, FileHeader, FileSink, Limits,
     Line, Mode, SinkError,
 };
 pub use encode::{Encoder, LiteralStyle};
 pub use guid::Guid;
-// pub use mailbox::{Annotation, MailboxState, Record};
-// pub use response::{Response, SyncStatus};
+pub use mailbox::{Annotation, FieldError, MailboxState, Record, Required, SystemFlags};
+pub use metadata::{MailboxAnnotation, Quota, SeenRecord, SieveEntry, SieveScript};
+pub use response::{Completion, DataItem, Greeting, Response, SyncStatus};
 pub use value::{Dlist, Item, Kind, TypeError, Value};
