@@ -15,9 +15,13 @@ use crate::value::{Item, Kind, TypeError};
 pub enum Command {
     /// `AUTHENTICATE <mech> [<initial-response>]`; the argument text is parsed by
     /// [`crate::sasl`].
-    Authenticate { arguments: String },
+    Authenticate {
+        arguments: String,
+    },
     StartTls,
-    Compress { algorithm: String },
+    Compress {
+        algorithm: String,
+    },
     Noop,
     Restart,
     Exit,
@@ -92,22 +96,51 @@ pub enum ApplyCommand {
     Reserve(Reserve),
     /// Non-file items (a `NIL` a sender wrote for a corrupt file) are dropped.
     Message(Vec<MessageFile>),
-    Mailbox { local: bool, mailbox: MailboxState },
-    Unmailbox { local: bool, mboxname: String },
-    Rename { local: bool, rename: Rename },
+    Mailbox {
+        local: bool,
+        mailbox: Box<MailboxState>,
+    },
+    Unmailbox {
+        local: bool,
+        mboxname: String,
+    },
+    Rename {
+        local: bool,
+        rename: Rename,
+    },
     Expunge(Expunge),
-    Seen { userid: String, seen: SeenRecord },
-    Sub { userid: String, mboxname: String },
-    Unsub { userid: String, mboxname: String },
+    Seen {
+        userid: String,
+        seen: SeenRecord,
+    },
+    Sub {
+        userid: String,
+        mboxname: String,
+    },
+    Unsub {
+        userid: String,
+        mboxname: String,
+    },
     Quota(Quota),
     Unquota(String),
     Annotation(MailboxAnnotation),
     Unannotation(MailboxAnnotation),
     Sieve(SieveScript),
-    Unsieve { userid: String, filename: String },
-    ActivateSieve { userid: String, filename: String },
-    UnactivateSieve { userid: String },
-    Unuser { local: bool, userid: String },
+    Unsieve {
+        userid: String,
+        filename: String,
+    },
+    ActivateSieve {
+        userid: String,
+        filename: String,
+    },
+    UnactivateSieve {
+        userid: String,
+    },
+    Unuser {
+        local: bool,
+        userid: String,
+    },
     Force,
     Capabilities(Vec<String>),
 }
@@ -115,7 +148,10 @@ pub enum ApplyCommand {
 /// `RESTORE` subcommands (spec §3.7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestoreCommand {
-    Mailbox { local: bool, mailbox: MailboxState },
+    Mailbox {
+        local: bool,
+        mailbox: Box<MailboxState>,
+    },
 }
 
 /// Why a line is not a command, with the reply Cyrus gives.
@@ -385,8 +421,12 @@ impl ApplyCommand {
                 }))
             }),
             "MESSAGE" => decode_message_files(item).map(ApplyCommand::Message),
-            "MAILBOX" => MailboxState::decode(item, Required::Apply)
-                .map(|mailbox| ApplyCommand::Mailbox { local, mailbox }),
+            "MAILBOX" => {
+                MailboxState::decode(item, Required::Apply).map(|mailbox| ApplyCommand::Mailbox {
+                    local,
+                    mailbox: Box::new(mailbox),
+                })
+            }
             "UNMAILBOX" => {
                 text("UNMAILBOX", item).map(|mboxname| ApplyCommand::Unmailbox { local, mboxname })
             }
@@ -429,9 +469,7 @@ impl ApplyCommand {
                 .map(|(userid, mboxname)| ApplyCommand::Unsub { userid, mboxname }),
             "QUOTA" => Quota::decode(item).map(ApplyCommand::Quota),
             "UNQUOTA" => text("UNQUOTA", item).map(ApplyCommand::Unquota),
-            "ANNOTATION" => {
-                MailboxAnnotation::decode(item, true).map(ApplyCommand::Annotation)
-            }
+            "ANNOTATION" => MailboxAnnotation::decode(item, true).map(ApplyCommand::Annotation),
             "UNANNOTATION" => {
                 MailboxAnnotation::decode(item, false).map(ApplyCommand::Unannotation)
             }
@@ -648,7 +686,10 @@ impl RestoreCommand {
             _ => return Err(unknown_subcommand(&name)),
         };
         MailboxState::decode(item, Required::Restore)
-            .map(|mailbox| RestoreCommand::Mailbox { local, mailbox })
+            .map(|mailbox| RestoreCommand::Mailbox {
+                local,
+                mailbox: Box::new(mailbox),
+            })
             .map_err(CommandError::field)
     }
 }

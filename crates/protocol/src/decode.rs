@@ -211,31 +211,72 @@ enum State {
     Text,
     TextCr,
     Ws,
-    Atom { flag: bool },
+    Atom {
+        flag: bool,
+    },
     Quoted,
     QuotedEscape,
-    LitDigits { n: u64, digits: bool },
-    LitClose { n: u64 },
-    LitCr { n: u64 },
-    LitLf { n: u64 },
-    LitBody { remaining: u64 },
+    LitDigits {
+        n: u64,
+        digits: bool,
+    },
+    LitClose {
+        n: u64,
+    },
+    LitCr {
+        n: u64,
+    },
+    LitLf {
+        n: u64,
+    },
+    LitBody {
+        remaining: u64,
+    },
     Percent,
-    FileTok { field: u8, quoted: bool, escape: bool },
-    FileSize { n: u64, digits: bool },
-    FileEol { n: u64 },
-    FileEolLf { n: u64 },
-    FileBody { remaining: u64 },
+    FileTok {
+        field: u8,
+        quoted: bool,
+        escape: bool,
+    },
+    FileSize {
+        n: u64,
+        digits: bool,
+    },
+    FileEol {
+        n: u64,
+    },
+    FileEolLf {
+        n: u64,
+    },
+    FileBody {
+        remaining: u64,
+    },
     Eol,
     EolLf,
     Skip,
-    SkipLitDigits { n: u64, digits: bool },
-    SkipLitClose { n: u64 },
-    SkipLitCr { n: u64 },
-    SkipLitLf { n: u64 },
+    SkipLitDigits {
+        n: u64,
+        digits: bool,
+    },
+    SkipLitClose {
+        n: u64,
+    },
+    SkipLitCr {
+        n: u64,
+    },
+    SkipLitLf {
+        n: u64,
+    },
     SkipPercent,
-    SkipFileHeader { n: u64 },
-    SkipFileEol { n: u64 },
-    SkipBody { remaining: u64 },
+    SkipFileHeader {
+        n: u64,
+    },
+    SkipFileEol {
+        n: u64,
+    },
+    SkipBody {
+        remaining: u64,
+    },
 }
 
 /// The incremental decoder. One per connection direction.
@@ -263,6 +304,8 @@ pub struct Decoder {
     poisoned: bool,
     /// The token being finished is an unquoted atom, so `NIL` means NIL.
     nil_candidate: bool,
+    /// The literal being read is field 0 (partition) or 1 (GUID) of a file header.
+    lit_file_field: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,7 +314,6 @@ enum BodyKind {
     Text,
     Dlist,
 }
-
 
 fn ends_atom(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'"')
@@ -305,6 +347,7 @@ impl Decoder {
             sink_failed: false,
             poisoned: false,
             nil_candidate: false,
+            lit_file_field: None,
         }
     }
 
@@ -369,6 +412,7 @@ impl Decoder {
         self.complete = false;
         self.error = None;
         self.sink_failed = false;
+        self.lit_file_field = None;
     }
 
     /// Feeds bytes. Returns how many were used and whether a line is complete; a
@@ -484,6 +528,15 @@ impl Decoder {
 
     /// A string token (atom, quoted or literal) is complete.
     fn finish_string(&mut self, kind: Kind) {
+        if let Some(field) = self.lit_file_field.take() {
+            // A literal partition or GUID: back to the file header.
+            self.state = State::FileTok {
+                field,
+                quoted: false,
+                escape: false,
+            };
+            return;
+        }
         let span = self.token_span();
         match self.expect {
             Expect::Key => {
@@ -867,6 +920,15 @@ impl Decoder {
                                 escape: false,
                             }
                         }
+                        // Both fields are astrings in Cyrus, so they may be literals
+                        // (the encoder writes one for a partition it cannot quote).
+                        b'{' if self.token_len() == 0 => {
+                            self.lit_file_field = Some(field);
+                            self.state = State::LitDigits {
+                                n: 0,
+                                digits: false,
+                            };
+                        }
                         b' ' => {
                             if field == 0 {
                                 self.file_part = self.token_span();
@@ -884,7 +946,9 @@ impl Decoder {
                                 };
                             }
                         }
-                        b'\r' | b'\n' | b'}' | b'(' | b')' => {
+                        // Cyrus reads these fields with getastring: `}` is an ordinary
+                        // atom byte (and the encoder writes it unquoted).
+                        b'\r' | b'\n' | b'(' | b')' => {
                             *pos -= 1;
                             self.fail("bad file literal header");
                         }

@@ -406,11 +406,18 @@ mod tests {
         let s = enc(|e| {
             e.word("APPLY").key("SUB").begin_kvlist();
             e.key("USERID").string(b"john");
-            e.key("FLAGS").begin_list().flag(b"\\Seen").flag(b"$Label1").end();
+            e.key("FLAGS")
+                .begin_list()
+                .flag(b"\\Seen")
+                .flag(b"$Label1")
+                .end();
             e.key("EMPTY").begin_list().end();
             e.end().end_line();
         });
-        assert_eq!(s, "APPLY SUB %(USERID john FLAGS (\\Seen $Label1) EMPTY ())\r\n");
+        assert_eq!(
+            s,
+            "APPLY SUB %(USERID john FLAGS (\\Seen $Label1) EMPTY ())\r\n"
+        );
     }
 
     #[test]

@@ -17,10 +17,7 @@ pub enum FieldError {
     Missing(&'static str),
     /// A key is present but does not read as its type (also BAD_PARAMETERS in Cyrus).
     #[error("key {key}: {error}")]
-    Type {
-        key: &'static str,
-        error: TypeError,
-    },
+    Type { key: &'static str, error: TypeError },
     /// The value is not the container expected.
     #[error("{0}")]
     Shape(&'static str),
@@ -46,6 +43,21 @@ impl<'a> Fields<'a> {
             return Err(FieldError::Shape("expected a kvlist"));
         }
         Ok(Fields { item })
+    }
+
+    /// Looks up several keys in one pass over the kvlist (first match wins, as in
+    /// Cyrus); the hot path for RECORD items.
+    pub(crate) fn pick<const N: usize>(&self, keys: [&'static str; N]) -> [Option<Item<'a>>; N] {
+        let mut found = [None; N];
+        for child in self.item.children() {
+            let Some(key) = child.key() else { continue };
+            if let Some(i) = keys.iter().position(|k| k.as_bytes() == key)
+                && found[i].is_none()
+            {
+                found[i] = Some(child);
+            }
+        }
+        found
     }
 
     pub(crate) fn opt(&self, key: &'static str) -> Option<Item<'a>> {
@@ -114,6 +126,10 @@ impl<'a> Fields<'a> {
         let item = self.req(key)?;
         text_list(key, item)
     }
+}
+
+fn req<'a>(slot: Option<Item<'a>>, key: &'static str) -> FieldResult<Item<'a>> {
+    slot.ok_or(FieldError::Missing(key))
 }
 
 pub(crate) fn text_list(key: &'static str, item: Item<'_>) -> FieldResult<Vec<String>> {
@@ -346,17 +362,42 @@ impl Record {
     /// Reads one RECORD item; all of UID, MODSEQ, LAST_UPDATED, FLAGS, INTERNALDATE,
     /// SIZE and GUID are required. Virtual annotations land in their fields.
     pub fn decode(item: Item<'_>) -> FieldResult<Record> {
+        const KEYS: [&str; 8] = [
+            "UID",
+            "MODSEQ",
+            "LAST_UPDATED",
+            "FLAGS",
+            "INTERNALDATE",
+            "SIZE",
+            "GUID",
+            "ANNOTATIONS",
+        ];
         let f = Fields::new(item)?;
+        let [
+            uid,
+            modseq,
+            last_updated,
+            flags,
+            internaldate,
+            size,
+            guid,
+            annotations,
+        ] = f.pick(KEYS);
+        let typed = |key: &'static str| move |error| FieldError::Type { key, error };
         let mut record = Record {
-            uid: f.num32("UID")?,
-            modseq: f.num64("MODSEQ")?,
-            last_updated: f.num64("LAST_UPDATED")?,
-            internaldate: f.num64("INTERNALDATE")?,
-            size: f.num32("SIZE")?,
-            guid: f.guid("GUID")?,
+            uid: req(uid, "UID")?.num32().map_err(typed("UID"))?,
+            modseq: req(modseq, "MODSEQ")?.num64().map_err(typed("MODSEQ"))?,
+            last_updated: req(last_updated, "LAST_UPDATED")?
+                .num64()
+                .map_err(typed("LAST_UPDATED"))?,
+            internaldate: req(internaldate, "INTERNALDATE")?
+                .num64()
+                .map_err(typed("INTERNALDATE"))?,
+            size: req(size, "SIZE")?.num32().map_err(typed("SIZE"))?,
+            guid: req(guid, "GUID")?.guid().map_err(typed("GUID"))?,
             ..Record::default()
         };
-        let flags = f.req("FLAGS")?;
+        let flags = req(flags, "FLAGS")?;
         if flags.kind() != Kind::List {
             return Err(FieldError::Type {
                 key: "FLAGS",
@@ -384,26 +425,38 @@ impl Record {
                 record.user_flags.push(name.to_owned());
             }
         }
-        if let Some(list) = f.opt("ANNOTATIONS") {
-            for annot in decode_annotation_list(list)? {
-                let number = |hex: bool| {
-                    let parsed = if hex {
-                        crate::value::parse_hex64(&annot.value)
-                    } else {
-                        crate::value::parse_num64(&annot.value)
-                    };
-                    parsed.map_err(|error| FieldError::Type {
-                        key: "ANNOTATIONS",
-                        error,
-                    })
+        if let Some(list) = annotations {
+            if list.kind() != Kind::List {
+                return Err(FieldError::Type {
+                    key: "ANNOTATIONS",
+                    error: TypeError::NotAList(list.kind()),
+                });
+            }
+            for item in list.children() {
+                // Virtual annotations are read in place: they are on every record, and
+                // allocating three strings each would dominate decoding a big mailbox.
+                let a = Fields::new(item)?;
+                let [entry, userid, modseq, value] = a.pick(["ENTRY", "USERID", "MODSEQ", "VALUE"]);
+                let entry = req(entry, "ENTRY")?.string().map_err(typed("ENTRY"))?;
+                let slot = match entry {
+                    b"/vendor/cmu/cyrus-imapd/thrid" => Some((&mut record.thrid, true)),
+                    b"/vendor/cmu/cyrus-imapd/savedate" => Some((&mut record.savedate, false)),
+                    b"/vendor/cmu/cyrus-imapd/createdmodseq" => {
+                        Some((&mut record.createdmodseq, false))
+                    }
+                    _ => None,
                 };
-                match annot.entry.as_str() {
-                    ANNOT_THRID => record.thrid = number(true)?,
-                    ANNOT_SAVEDATE => record.savedate = number(false)?,
-                    ANNOT_CREATEDMODSEQ => record.createdmodseq = number(false)?,
+                match slot {
+                    Some((field, hex)) => {
+                        req(userid, "USERID")?;
+                        req(modseq, "MODSEQ")?.num64().map_err(typed("MODSEQ"))?;
+                        let value = req(value, "VALUE")?;
+                        *field = if hex { value.hex64() } else { value.num64() }
+                            .map_err(typed("VALUE"))?;
+                    }
                     // Accepted on input, never generated by 3.6 (spec §3.3.2).
-                    ANNOT_BASETHRID => {}
-                    _ => record.annotations.push(annot),
+                    None if entry == ANNOT_BASETHRID.as_bytes() => {}
+                    None => record.annotations.push(Annotation::decode(item)?),
                 }
             }
         }

@@ -59,7 +59,10 @@ impl SyncStatus {
             ("IMAP_MAILBOX_NONEXISTENT ", SyncStatus::MailboxNonexistent),
             ("IMAP_MAILBOX_LOCKED ", SyncStatus::MailboxLocked),
             ("IMAP_MAILBOX_MOVED ", SyncStatus::MailboxMoved),
-            ("IMAP_MAILBOX_NOTSUPPORTED ", SyncStatus::MailboxNotSupported),
+            (
+                "IMAP_MAILBOX_NOTSUPPORTED ",
+                SyncStatus::MailboxNotSupported,
+            ),
             ("IMAP_SYNC_CHECKSUM ", SyncStatus::SyncChecksum),
             ("IMAP_SYNC_CHANGED ", SyncStatus::SyncChanged),
             ("IMAP_SYNC_BADSIEVE ", SyncStatus::SyncBadSieve),
@@ -112,12 +115,18 @@ pub mod lines {
 
     /// `BAD Unexpected extra arguments to Noop`.
     pub fn extra_arguments(command: &str) -> String {
-        format!("BAD Unexpected extra arguments to {}", super::normalised(command))
+        format!(
+            "BAD Unexpected extra arguments to {}",
+            super::normalised(command)
+        )
     }
 
     /// `BAD Missing required argument to Compress`.
     pub fn missing_argument(command: &str) -> String {
-        format!("BAD Missing required argument to {}", super::normalised(command))
+        format!(
+            "BAD Missing required argument to {}",
+            super::normalised(command)
+        )
     }
 
     /// `* Fatal error: <text>`, written before the server drops the connection.
@@ -190,9 +199,7 @@ impl Greeting {
         match name.to_ascii_uppercase().as_str() {
             "SASL" => self.sasl = params.iter().map(|s| (*s).to_owned()).collect(),
             "STARTTLS" => self.starttls = true,
-            "COMPRESS" => {
-                self.compress |= params.iter().any(|p| p.eq_ignore_ascii_case("DEFLATE"))
-            }
+            "COMPRESS" => self.compress |= params.iter().any(|p| p.eq_ignore_ascii_case("DEFLATE")),
             "SIEVE-MAILBOX" => self.sieve_mailbox = true,
             _ => {}
         }
@@ -214,7 +221,7 @@ pub struct FetchedFile {
 /// The typed content of a `* ` data line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataItem {
-    Mailbox(MailboxState),
+    Mailbox(Box<MailboxState>),
     Quota(Quota),
     Seen(SeenRecord),
     Lsub(Vec<String>),
@@ -233,7 +240,7 @@ impl DataItem {
     pub fn decode(item: Item<'_>, mailbox: Required) -> FieldResult<DataItem> {
         let key = item.key().unwrap_or_default();
         Ok(match key {
-            b"MAILBOX" => DataItem::Mailbox(MailboxState::decode(item, mailbox)?),
+            b"MAILBOX" => DataItem::Mailbox(Box::new(MailboxState::decode(item, mailbox)?)),
             b"QUOTA" => DataItem::Quota(Quota::decode(item)?),
             b"SEEN" => DataItem::Seen(SeenRecord::decode(item)?),
             b"LSUB" => DataItem::Lsub(text_list("LSUB", item)?),
@@ -461,7 +468,10 @@ mod tests {
             SyncStatus::from_no_text(b"IMAP_PROTOCOL_BAD_PARAMETERS x"),
             SyncStatus::BadParameters
         );
-        assert_eq!(SyncStatus::from_no_text(b"Unknown error"), SyncStatus::Unknown);
+        assert_eq!(
+            SyncStatus::from_no_text(b"Unknown error"),
+            SyncStatus::Unknown
+        );
     }
 
     #[test]
@@ -520,7 +530,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(input));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(input)
+        );
     }
 
     #[test]
@@ -530,7 +543,9 @@ mod tests {
         let mut pos = 0;
         let mut got = Vec::new();
         while pos < input.len() {
-            let feed = dec.feed(&input[pos..], &mut CollectFiles::default()).unwrap();
+            let feed = dec
+                .feed(&input[pos..], &mut CollectFiles::default())
+                .unwrap();
             pos += feed.consumed;
             if feed.complete {
                 got.push(match Response::from_line(dec.line().unwrap()) {

@@ -343,7 +343,7 @@ impl<'a> Item<'a> {
     }
 
     /// Converts to the owned model, dropping the key.
-    pub fn to_value(&self) -> Value {
+    pub fn to_value(self) -> Value {
         let node = self.node();
         match node.kind {
             Kind::Nil => Value::Nil,
@@ -363,7 +363,7 @@ impl<'a> Item<'a> {
         }
     }
 
-    fn to_value_keyed(&self) -> String {
+    fn to_value_keyed(self) -> String {
         match self.key() {
             Some(k) => format!("{} {}", String::from_utf8_lossy(k), self.to_value()),
             None => self.to_value().to_string(),
@@ -515,10 +515,7 @@ mod tests {
 
     #[test]
     fn nil_is_absent_but_quoted_nil_is_a_string() {
-        let list = Dlist::from_value(
-            None,
-            &Value::List(vec![Value::Nil, Value::str("NIL")]),
-        );
+        let list = Dlist::from_value(None, &Value::List(vec![Value::Nil, Value::str("NIL")]));
         let root = list.root().unwrap();
         let items: Vec<_> = root.children().collect();
         assert_eq!(items[0].atom(), Ok(None));

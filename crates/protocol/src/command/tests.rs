@@ -5,7 +5,11 @@ use crate::encode::LiteralStyle;
 fn parse(input: &[u8]) -> Result<Command, CommandError> {
     let mut dec = Decoder::new(Mode::Commands);
     let feed = dec.feed(input, &mut CollectFiles::default()).unwrap();
-    assert!(feed.complete, "incomplete: {:?}", String::from_utf8_lossy(input));
+    assert!(
+        feed.complete,
+        "incomplete: {:?}",
+        String::from_utf8_lossy(input)
+    );
     assert_eq!(feed.consumed, input.len());
     Command::parse(dec.line().unwrap())
 }
@@ -44,10 +48,22 @@ fn session_commands() {
 fn session_command_errors_are_cyrus_replies() {
     let reply = |input: &[u8]| parse(input).unwrap_err().reply;
     assert_eq!(reply(b"\r\n"), "BAD Null command");
-    assert_eq!(reply(b"FOO bar\r\n"), "BAD IMAP_PROTOCOL_ERROR Unrecognized command");
-    assert_eq!(reply(b"NOOP x\r\n"), "BAD Unexpected extra arguments to Noop");
-    assert_eq!(reply(b"exit now\r\n"), "BAD Unexpected extra arguments to Exit");
-    assert_eq!(reply(b"COMPRESS\r\n"), "BAD Missing required argument to Compress");
+    assert_eq!(
+        reply(b"FOO bar\r\n"),
+        "BAD IMAP_PROTOCOL_ERROR Unrecognized command"
+    );
+    assert_eq!(
+        reply(b"NOOP x\r\n"),
+        "BAD Unexpected extra arguments to Noop"
+    );
+    assert_eq!(
+        reply(b"exit now\r\n"),
+        "BAD Unexpected extra arguments to Exit"
+    );
+    assert_eq!(
+        reply(b"COMPRESS\r\n"),
+        "BAD Missing required argument to Compress"
+    );
     assert_eq!(
         reply(b"AUTHENTICATE\r\n"),
         "BAD Missing required argument to Authenticate"
@@ -60,7 +76,10 @@ fn session_command_errors_are_cyrus_replies() {
         reply(b"apply\r\n"),
         "BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line"
     );
-    assert_eq!(reply(b"GET FOO x\r\n"), "NO IMAP_PROTOCOL_ERROR Protocol error");
+    assert_eq!(
+        reply(b"GET FOO x\r\n"),
+        "NO IMAP_PROTOCOL_ERROR Protocol error"
+    );
     assert_eq!(
         reply(b"APPLY FOO %()\r\n"),
         "NO IMAP_PROTOCOL_ERROR Protocol error"
@@ -82,7 +101,9 @@ fn get_subcommands() {
         round_trip("GET USER john\r\n"),
         Command::Get(GetCommand::User("john".into()))
     );
-    round_trip("GET MAILBOXES (\"user.john.Other Stuff\" user.john.Archive user.john.Sent DELETED.user.john.Sent.6B0218D3)\r\n");
+    round_trip(
+        "GET MAILBOXES (\"user.john.Other Stuff\" user.john.Archive user.john.Sent DELETED.user.john.Sent.6B0218D3)\r\n",
+    );
     round_trip("GET UNIQUEIDS (c200jgj6thb3ssu8ep4jb0il)\r\n");
     round_trip("GET FULLMAILBOX user.john\r\n");
     round_trip("GET META john\r\n");
@@ -123,32 +144,51 @@ fn apply_subcommands_from_the_spec() {
             mboxname: "user.john.Sent".into()
         })
     );
-    round_trip("APPLY RENAME %(OLDMBOXNAME \"user.john.Other Stuff\" NEWMBOXNAME user.john.Archive PARTITION default UIDVALIDITY 1795299529)\r\n");
+    round_trip(
+        "APPLY RENAME %(OLDMBOXNAME \"user.john.Other Stuff\" NEWMBOXNAME user.john.Archive PARTITION default UIDVALIDITY 1795299529)\r\n",
+    );
     round_trip("APPLY RENAME %(OLDMBOXNAME a NEWMBOXNAME b PARTITION default)\r\n");
-    round_trip("APPLY EXPUNGE %(MBOXNAME user.john UNIQUEID c200jgj6thb3ssu8ep4jb0il UID (4 7))\r\n");
-    round_trip("APPLY SEEN %(USERID john UNIQUEID pehbuvnnaedto8n5yeipsmna LASTREAD 1795299531 LASTUID 1 LASTCHANGE 1795299531 SEENUIDS 1)\r\n");
+    round_trip(
+        "APPLY EXPUNGE %(MBOXNAME user.john UNIQUEID c200jgj6thb3ssu8ep4jb0il UID (4 7))\r\n",
+    );
+    round_trip(
+        "APPLY SEEN %(USERID john UNIQUEID pehbuvnnaedto8n5yeipsmna LASTREAD 1795299531 LASTUID 1 LASTCHANGE 1795299531 SEENUIDS 1)\r\n",
+    );
     round_trip("APPLY SUB %(USERID john MBOXNAME user.john.Sent)\r\n");
     round_trip("APPLY UNSUB %(USERID john MBOXNAME user.john.Sent)\r\n");
     round_trip("APPLY QUOTA %(ROOT user.john LIMIT 10240 STORAGE 10240 MESSAGE 500 MODSEQ 6)\r\n");
-    round_trip("APPLY QUOTA %(ROOT user.john LIMIT 4294967295 X-ANNOTATION-STORAGE 5 X-NUM-FOLDERS 9)\r\n");
+    round_trip(
+        "APPLY QUOTA %(ROOT user.john LIMIT 4294967295 X-ANNOTATION-STORAGE 5 X-NUM-FOLDERS 9)\r\n",
+    );
     round_trip("APPLY UNQUOTA user.john\r\n");
     round_trip("APPLY ANNOTATION %(MBOXNAME user.john ENTRY /comment USERID \"\" VALUE hello)\r\n");
     round_trip("APPLY UNANNOTATION %(MBOXNAME user.john ENTRY /comment USERID \"\")\r\n");
-    round_trip("APPLY ANNOTATION %(MBOXNAME \"\" ENTRY /comment USERID \"\" VALUE {12+}\r\nline1\r\nline2)\r\n");
-    round_trip("APPLY SIEVE %(USERID john FILENAME myfilter.script LAST_UPDATE 1795299657 CONTENT {86+}\r\nrequire \"fileinto\";\r\nif header :contains \"subject\" \"spam\" { fileinto \"INBOX.Junk\"; }\r\n)\r\n");
+    round_trip(
+        "APPLY ANNOTATION %(MBOXNAME \"\" ENTRY /comment USERID \"\" VALUE {12+}\r\nline1\r\nline2)\r\n",
+    );
+    round_trip(
+        "APPLY SIEVE %(USERID john FILENAME myfilter.script LAST_UPDATE 1795299657 CONTENT {86+}\r\nrequire \"fileinto\";\r\nif header :contains \"subject\" \"spam\" { fileinto \"INBOX.Junk\"; }\r\n)\r\n",
+    );
     round_trip("APPLY UNSIEVE %(USERID john FILENAME myfilter.script)\r\n");
     round_trip("APPLY ACTIVATE_SIEVE %(USERID john FILENAME myfilter.bc)\r\n");
     round_trip("APPLY UNACTIVATE_SIEVE %(USERID john)\r\n");
     round_trip("APPLY UNUSER frank\r\n");
     round_trip("APPLY LOCAL_UNUSER frank\r\n");
-    assert_eq!(round_trip("APPLY FORCE %()\r\n"), Command::Apply(ApplyCommand::Force));
+    assert_eq!(
+        round_trip("APPLY FORCE %()\r\n"),
+        Command::Apply(ApplyCommand::Force)
+    );
     round_trip("APPLY CAPABILITIES (SIEVE-MAILBOX)\r\n");
 }
 
 #[test]
 fn apply_mailbox_full_and_placeholder() {
     let line = "APPLY MAILBOX %(UNIQUEID c200jgj6thb3ssu8ep4jb0il MBOXNAME user.john SYNC_CRC 755699592 SYNC_CRC_ANNOT 3101509256 LAST_UID 2 HIGHESTMODSEQ 3 RECENTUID 2 RECENTTIME 1795299501 LAST_APPENDDATE 1795299501 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 1795299501 PARTITION default ACL \"john\tlrswipkxtecdan\t\" OPTIONS P CREATEDMODSEQ 1 FOLDERMODSEQ 1 RECORD (%(UID 1 MODSEQ 2 LAST_UPDATED 1795299500 FLAGS () INTERNALDATE 1700000100 SIZE 162 GUID edaa9f52a858bda063269730eb4f9881ad296e5e ANNOTATIONS (%(ENTRY /vendor/cmu/cyrus-imapd/savedate USERID \"\" MODSEQ 0 VALUE 1795299500) %(ENTRY /vendor/cmu/cyrus-imapd/createdmodseq USERID \"\" MODSEQ 0 VALUE 2))) %(UID 2 MODSEQ 6 LAST_UPDATED 1795299520 FLAGS (\\Deleted \\Expunged) INTERNALDATE 1700000250 SIZE 163 GUID a5f0fcfe63afae3c2c053ba493b705b452261b27 ANNOTATIONS (%(ENTRY /comment USERID john MODSEQ 7 VALUE \"my note\") %(ENTRY /vendor/cmu/cyrus-imapd/thrid USERID \"\" MODSEQ 0 VALUE 00000000deadbeef) %(ENTRY /vendor/cmu/cyrus-imapd/savedate USERID \"\" MODSEQ 0 VALUE 1795299501) %(ENTRY /vendor/cmu/cyrus-imapd/createdmodseq USERID \"\" MODSEQ 0 VALUE 3)))))\r\n";
-    let Command::Apply(ApplyCommand::Mailbox { local: false, mailbox }) = round_trip(line) else {
+    let Command::Apply(ApplyCommand::Mailbox {
+        local: false,
+        mailbox,
+    }) = round_trip(line)
+    else {
         panic!()
     };
     let records = mailbox.records.as_ref().unwrap();
@@ -159,7 +199,9 @@ fn apply_mailbox_full_and_placeholder() {
     assert_eq!(records[1].annotations.len(), 1);
     assert_eq!(mailbox.acl, "john\tlrswipkxtecdan\t");
 
-    let placeholder = round_trip("APPLY MAILBOX %(UNIQUEID x1 MBOXNAME user.john.a MBOXTYPE ei HIGHESTMODSEQ 5 CREATEDMODSEQ 1 FOLDERMODSEQ 5)\r\n");
+    let placeholder = round_trip(
+        "APPLY MAILBOX %(UNIQUEID x1 MBOXNAME user.john.a MBOXTYPE ei HIGHESTMODSEQ 5 CREATEDMODSEQ 1 FOLDERMODSEQ 5)\r\n",
+    );
     let Command::Apply(ApplyCommand::Mailbox { mailbox, .. }) = placeholder else {
         panic!()
     };
@@ -182,7 +224,13 @@ fn apply_mailbox_full_and_placeholder() {
         "NO IMAP_PROTOCOL_ERROR Protocol error"
     );
     // Unknown keys never fail a parse (later Cyrus versions add VERSION, JMAPID...).
-    assert!(parse(line.replace("OPTIONS P", "OPTIONS P VERSION 20 JMAPID x").as_bytes()).is_ok());
+    assert!(
+        parse(
+            line.replace("OPTIONS P", "OPTIONS P VERSION 20 JMAPID x")
+                .as_bytes()
+        )
+        .is_ok()
+    );
 }
 
 #[test]

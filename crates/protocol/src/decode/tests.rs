@@ -173,7 +173,10 @@ fn fatal_limits() {
     let err = dec
         .feed(b"APPLY SIEVE %(CONTENT {200000+}\r\n", &mut DiscardFiles)
         .unwrap_err();
-    assert!(matches!(err, DecodeError::LiteralTooBig { size: 200000, .. }));
+    assert!(matches!(
+        err,
+        DecodeError::LiteralTooBig { size: 200000, .. }
+    ));
     assert!(err.is_fatal());
     assert!(matches!(
         dec.feed(b"NOOP\r\n", &mut DiscardFiles),
