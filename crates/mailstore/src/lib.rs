@@ -28,10 +28,11 @@ pub mod local;
 pub mod names;
 mod schema;
 pub mod store;
+mod synclog;
 pub mod txn;
 pub mod verify;
 
-pub use config::{DeleteMode, ExpungeMode, StoreConfig};
+pub use config::{DeleteMode, ExpungeMode, ImapdError, StoreConfig};
 pub use names::Namespace;
 pub use store::{Mailbox, MessageRecord, Store};
 pub use txn::{FileSource, LogEntry, Txn};

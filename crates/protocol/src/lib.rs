@@ -16,6 +16,7 @@
 //! * [`crc`]: SYNC_CRC and SYNC_CRC_ANNOT (§5)
 //! * [`compress`]: COMPRESS DEFLATE framing (§1.7)
 //! * [`sasl`]: the AUTHENTICATE exchange framing (§1.6)
+//! * [`transcript`]: reads captured Cyrus sessions back into bytes (tests, replay tools)
 #![forbid(unsafe_code)]
 
 pub mod command;
@@ -28,6 +29,7 @@ pub mod mailbox;
 pub mod metadata;
 pub mod response;
 pub mod sasl;
+pub mod transcript;
 pub mod value;
 
 pub use command::{ApplyCommand, Command, CommandError, GetCommand, RestoreCommand};
