@@ -126,25 +126,32 @@ pub(crate) fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    conn.execute_batch(SCHEMA)?;
-    let version: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+    // Several processes or sessions may open a new store at once: create and stamp
+    // the schema in one write transaction so exactly one of them does it.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let created = (|| -> Result<(), StoreError> {
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    })();
+    match created {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    let version: String =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
             r.get(0)
-        })
-        .ok();
-    match version {
-        None => {
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-                [SCHEMA_VERSION.to_string()],
-            )?;
-        }
-        Some(v) if v == SCHEMA_VERSION.to_string() => {}
-        Some(v) => {
-            return Err(StoreError::Corrupt(format!(
-                "index schema version {v} is not {SCHEMA_VERSION}"
-            )));
-        }
+        })?;
+    if version != SCHEMA_VERSION.to_string() {
+        return Err(StoreError::Corrupt(format!(
+            "index schema version {version} is not {SCHEMA_VERSION}"
+        )));
     }
     Ok(conn)
 }

@@ -66,14 +66,16 @@ impl ServerConfig {
                 .with_context(|| format!("{key} in {}", conf.path().display()))
         };
         let duration = |key: &str, default: u64| -> anyhow::Result<Duration> {
-            Ok(match conf
-                .duration(key, DurationUnit::Seconds)
-                .with_context(|| format!("{key} in {}", conf.path().display()))?
-            {
-                Some(s) if s > 0 => Duration::from_secs(s as u64),
-                Some(_) => Duration::ZERO,
-                None => Duration::from_secs(default),
-            })
+            Ok(
+                match conf
+                    .duration(key, DurationUnit::Seconds)
+                    .with_context(|| format!("{key} in {}", conf.path().display()))?
+                {
+                    Some(s) if s > 0 => Duration::from_secs(s as u64),
+                    Some(_) => Duration::ZERO,
+                    None => Duration::from_secs(default),
+                },
+            )
         };
         let int = |key: &str, default: i64| -> anyhow::Result<i64> {
             Ok(conf

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// TCP or TLS.
-pub enum Transport {
+enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Momentarily empty while STARTTLS swaps the stream.
@@ -107,7 +107,7 @@ impl Conn {
     pub async fn read_line(
         &mut self,
         decoder: &mut Decoder,
-        sink: &mut dyn FileSink,
+        sink: &mut (dyn FileSink + Send),
     ) -> Result<ReadOutcome, ConnError> {
         loop {
             while self.pos < self.input.len() {
@@ -131,7 +131,7 @@ impl Conn {
 
     /// Reads more bytes into `input`; `Some(0)` at EOF, `None` on timeout.
     async fn fill(&mut self) -> Result<Option<usize>, ConnError> {
-        let reader = self.transport.as_read().ok_or_else(swapping)?;
+        let mut reader = self.transport.as_read().ok_or_else(swapping)?;
         let n = match tokio::time::timeout(self.timeout, reader.read(&mut self.raw)).await {
             Err(_) => return Ok(None),
             Ok(r) => r?,
@@ -207,7 +207,12 @@ impl Conn {
         };
         let tls = tokio::time::timeout(self.timeout, acceptor.accept(stream))
             .await
-            .map_err(|_| ConnError::Io(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")))??;
+            .map_err(|_| {
+                ConnError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))
+            })??;
         self.transport = Transport::Tls(Box::new(tls));
         Ok(())
     }

@@ -7,13 +7,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
-use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 
 /// What every session shares.
 pub struct Shared {
     pub config: ServerConfig,
-    pub auth: Authenticator,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -31,8 +29,9 @@ impl Shared {
             (Some(cert), Some(key)) => Some(crate::conn::tls_acceptor(cert, key)?),
             _ => None,
         };
-        let auth = Authenticator::from_config(&config)?;
-        Ok(Shared { config, auth, tls })
+        // Fail at start on settings that cannot work (unreadable password file...).
+        crate::auth::authenticator(&config)?;
+        Ok(Shared { config, tls })
     }
 
     /// Where applied changes are logged: with `sync_log_chain` (a relay) to every
@@ -105,7 +104,10 @@ async fn handle(
     sessions: &mut tokio::task::JoinSet<()>,
 ) {
     let Ok(permit) = limit.clone().try_acquire_owned() else {
-        warn!("refusing {addr}: {} connections already", shared.config.max_connections);
+        warn!(
+            "refusing {addr}: {} connections already",
+            shared.config.max_connections
+        );
         let mut stream = stream;
         use tokio::io::AsyncWriteExt;
         let _ = stream

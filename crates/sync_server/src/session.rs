@@ -12,11 +12,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::auth::{AuthOutcome, Authenticator};
 use crate::conn::{Conn, ConnError, ReadOutcome};
 use crate::replica::{Executed, Failure, Replica};
 use crate::server::Shared;
 use crate::staging::Staging;
+use csync_auth::{AuthFailure, Authenticator, Step};
 
 /// Who is logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,7 @@ enum Login {
 
 struct Session {
     shared: Arc<Shared>,
+    auth: Authenticator,
     conn: Conn,
     decoder: Decoder,
     replica: Replica,
@@ -55,6 +56,13 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Re
                 return;
             }
         };
+        let auth = match tokio::task::block_in_place(|| crate::auth::authenticator(config)) {
+            Ok(a) => a,
+            Err(e) => {
+                error!("SYNCERROR: authentication is not usable: {e:#}");
+                return;
+            }
+        };
         let limits = Limits {
             max_literal: config.max_literal,
             max_word: config.max_word,
@@ -67,6 +75,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Re
             replica: Replica::new(store, staging, config.offer_sieve_mailbox),
             login: Login::None,
             peer,
+            auth,
             shared: shared.clone(),
         };
         match session.serve(&mut shutdown).await {
@@ -86,7 +95,6 @@ impl Session {
         let tls = self.conn.is_tls();
         Greeting {
             sasl: self
-                .shared
                 .auth
                 .mechanisms(tls)
                 .into_iter()
@@ -184,10 +192,8 @@ impl Session {
         };
         match command {
             Command::Compress { algorithm } => {
-                let reply = compress::server_reply(
-                    Some(algorithm.as_bytes()),
-                    self.conn.is_compressed(),
-                );
+                let reply =
+                    compress::server_reply(Some(algorithm.as_bytes()), self.conn.is_compressed());
                 self.conn.output.extend_from_slice(&reply.line);
                 self.conn.output.extend_from_slice(b"\r\n");
                 self.conn.flush().await?;
@@ -275,21 +281,20 @@ impl Session {
             }
         };
         let tls = self.conn.is_tls();
-        let mut exchange = match self.shared.auth.start(
-            &request.mechanism,
-            request.initial_response.as_deref(),
-            tls,
-        ) {
+        let started = tokio::task::block_in_place(|| {
+            self.auth
+                .start(&request.mechanism, request.initial_response.as_deref(), tls)
+        });
+        let (mut exchange, mut step) = match started {
             Ok(x) => x,
-            Err(reply) => {
-                self.fail_login(&reply).await?;
+            Err(failure) => {
+                self.fail_login(failure).await?;
                 return Ok(());
             }
         };
-        let mut input: Option<Vec<u8>> = request.initial_response.clone();
         loop {
-            match tokio::task::block_in_place(|| exchange.step(input.as_deref())) {
-                AuthOutcome::Challenge(challenge) => {
+            match step {
+                Step::Challenge(challenge) => {
                     sasl::encode_challenge(&challenge, &mut self.conn.output);
                     self.conn.flush().await?;
                     self.decoder.set_mode(Mode::Text);
@@ -298,32 +303,32 @@ impl Session {
                         .read_line(&mut self.decoder, &mut self.replica.staging)
                         .await;
                     self.decoder.set_mode(Mode::Commands);
-                    match read? {
-                        ReadOutcome::Line => {}
-                        _ => return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                    if read? != ReadOutcome::Line {
+                        return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                     }
-                    let line = self.decoder.line().map(|l| l.word.to_vec()).unwrap_or_default();
-                    match sasl::parse_response(&line) {
-                        Ok(bytes) => input = Some(bytes),
-                        Err(e) => {
-                            let reply = e
-                                .server_reply()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| sasl::error_reading_client_response(&e.to_string()));
-                            if reply.starts_with("NO") {
-                                self.fail_login(&reply).await?;
-                            } else {
-                                self.conn.write_line(&reply);
-                            }
-                            return Ok(());
-                        }
-                    }
+                    let line = self
+                        .decoder
+                        .line()
+                        .map(|l| l.word.to_vec())
+                        .unwrap_or_default();
+                    step = match sasl::parse_response(&line) {
+                        Ok(bytes) => tokio::task::block_in_place(|| exchange.step(&bytes)),
+                        Err(sasl::SaslError::Canceled) => exchange.cancel(),
+                        Err(_) => Step::Failure(AuthFailure::BadProtocol),
+                    };
                 }
-                AuthOutcome::Success { authcid, authzid } => {
-                    let admin = crate::auth::is_admin(&authcid, authzid.as_deref(), &self.shared.config.admins);
+                Step::Success { authcid, authzid } => {
+                    let admin = crate::auth::is_admin_session(
+                        &authcid,
+                        authzid.as_deref(),
+                        &self.shared.config.admins,
+                    );
                     tracing::Span::current().record("user", authcid.as_str());
                     if admin {
-                        info!("login: {authcid} (replication admin){}", if tls { " over TLS" } else { "" });
+                        info!(
+                            "login: {authcid} (replication admin){}",
+                            if tls { " over TLS" } else { "" }
+                        );
                         self.login = Login::Admin(authcid);
                     } else {
                         warn!(
@@ -335,21 +340,21 @@ impl Session {
                     self.conn.write_line(sasl::success_reply(tls, 0));
                     return Ok(());
                 }
-                AuthOutcome::Failure(reply) => {
-                    self.fail_login(&reply).await?;
+                Step::Failure(failure) => {
+                    self.fail_login(failure).await?;
                     return Ok(());
                 }
             }
         }
     }
 
-    async fn fail_login(&mut self, reply: &str) -> Result<(), ConnError> {
-        warn!("badlogin from {}: {reply}", self.peer);
+    async fn fail_login(&mut self, failure: AuthFailure) -> Result<(), ConnError> {
+        warn!("badlogin from {}: {failure}", self.peer);
         let pause = self.shared.config.failed_login_pause;
-        if !pause.is_zero() {
+        if failure.pauses() && !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
-        self.conn.write_line(reply);
+        self.conn.write_line(&failure.reply());
         Ok(())
     }
 }

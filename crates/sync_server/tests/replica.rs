@@ -33,7 +33,10 @@ impl Harness {
     /// Sends one command line; returns the reply as Cyrus would write it.
     fn send(&mut self, input: &[u8]) -> String {
         let feed = self.decoder.feed(input, &mut self.replica.staging).unwrap();
-        assert!(feed.complete && feed.consumed == input.len(), "one whole line");
+        assert!(
+            feed.complete && feed.consumed == input.len(),
+            "one whole line"
+        );
         let command = match Command::parse(self.decoder.line().unwrap()) {
             Ok(c) => c,
             Err(e) => return format!("{}\r\n", e.reply),
@@ -49,7 +52,8 @@ impl Harness {
     }
 
     fn upload_m1(&mut self) {
-        let mut line = format!("APPLY MESSAGE (%{{default {M1_GUID} {}}}\r\n", M1.len()).into_bytes();
+        let mut line =
+            format!("APPLY MESSAGE (%{{default {M1_GUID} {}}}\r\n", M1.len()).into_bytes();
         line.extend_from_slice(M1);
         line.extend_from_slice(b")\r\n");
         assert_eq!(self.send(&line), "OK success\r\n");
@@ -122,24 +126,36 @@ fn apply_then_conflicts() {
 
     // SINCE_MODSEQ that is not the replica's: changed since last sync.
     let since = h.mailbox_line(" SINCE_MODSEQ 1 SINCE_CRC 0 SINCE_CRC_ANNOT 0", "");
-    assert_eq!(h.send(&since), "NO IMAP_SYNC_CHANGED Changed since last sync\r\n");
+    assert_eq!(
+        h.send(&since),
+        "NO IMAP_SYNC_CHANGED Changed since last sync\r\n"
+    );
     // A master behind the replica: checksum failure.
     let behind = String::from_utf8(h.mailbox_line("", ""))
         .unwrap()
         .replace("HIGHESTMODSEQ 2", "HIGHESTMODSEQ 1");
-    assert_eq!(h.send(behind.as_bytes()), "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n");
+    assert_eq!(
+        h.send(behind.as_bytes()),
+        "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n"
+    );
     // A different message under the same uid: checksum failure.
     let other = Harness::record(1, 3, "a5f0fcfe63afae3c2c053ba493b705b452261b27", "");
     let line = String::from_utf8(h.mailbox_line("", &other))
         .unwrap()
         .replace("HIGHESTMODSEQ 2", "HIGHESTMODSEQ 3");
-    assert_eq!(h.send(line.as_bytes()), "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n");
+    assert_eq!(
+        h.send(line.as_bytes()),
+        "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n"
+    );
     // A CRC that does not match what was applied: CHECKSUM, changes kept (as Cyrus).
     let wrong_crc = String::from_utf8(h.mailbox_line("", &Harness::record(1, 3, M1_GUID, "")))
         .unwrap()
         .replace("HIGHESTMODSEQ 2", "HIGHESTMODSEQ 3")
         .replace("SYNC_CRC 0", "SYNC_CRC 7");
-    assert_eq!(h.send(wrong_crc.as_bytes()), "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n");
+    assert_eq!(
+        h.send(wrong_crc.as_bytes()),
+        "NO IMAP_SYNC_CHECKSUM Checksum Failure\r\n"
+    );
     // The same name with another uniqueid, replica not empty: moved.
     let moved = String::from_utf8(h.mailbox_line("", ""))
         .unwrap()
@@ -175,11 +191,17 @@ fn hostile_names_and_partitions_are_refused() {
     let escape = String::from_utf8(h.mailbox_line("", ""))
         .unwrap()
         .replace("c200jgj6thb3ssu8ep4jb0il", "../../../../tmp/pwned");
-    assert_eq!(h.send(escape.as_bytes()), "NO IMAP_PROTOCOL_BAD_PARAMETERS\r\n");
+    assert_eq!(
+        h.send(escape.as_bytes()),
+        "NO IMAP_PROTOCOL_BAD_PARAMETERS\r\n"
+    );
     let partition = String::from_utf8(h.mailbox_line("", ""))
         .unwrap()
         .replace("PARTITION default", "PARTITION ../../etc");
-    assert_eq!(h.send(partition.as_bytes()), "NO IMAP_PROTOCOL_BAD_PARAMETERS\r\n");
+    assert_eq!(
+        h.send(partition.as_bytes()),
+        "NO IMAP_PROTOCOL_BAD_PARAMETERS\r\n"
+    );
     let name = String::from_utf8(h.mailbox_line("", ""))
         .unwrap()
         .replace("MBOXNAME user.john", "MBOXNAME \"user.john/../x\"");
@@ -238,7 +260,10 @@ fn session_level_replies_of_the_spec() {
         h.send(b"APPLY UNMAILBOX user.nobody\r\n"),
         "NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox\r\n"
     );
-    assert_eq!(h.send(b"GET FOO x\r\n"), "NO IMAP_PROTOCOL_ERROR Protocol error\r\n");
+    assert_eq!(
+        h.send(b"GET FOO x\r\n"),
+        "NO IMAP_PROTOCOL_ERROR Protocol error\r\n"
+    );
     assert_eq!(
         h.send(b"APPLY MAILBOX %(UNIQUEID x)\r\n"),
         "NO IMAP_PROTOCOL_BAD_PARAMETERS\r\n"
