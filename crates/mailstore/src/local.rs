@@ -255,12 +255,18 @@ impl Store {
         let immediate = self.config.expunge_mode == ExpungeMode::Immediate;
         let name = name.to_owned();
         let mut targets: Vec<u32> = Vec::new();
+        // Sorted once so a long uid list is not scanned for every record.
+        let wanted_uids: Option<Vec<u32>> = uids.map(|list| {
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            sorted
+        });
         {
             let m = self.real_mailbox(&name)?;
             self.for_each_record(m.id, 0, |rec| {
                 let r = &rec.record;
-                let wanted = match uids {
-                    Some(list) => list.contains(&r.uid),
+                let wanted = match &wanted_uids {
+                    Some(list) => list.binary_search(&r.uid).is_ok(),
                     None => r.system_flags.contains(SystemFlags::DELETED),
                 };
                 if wanted && !r.is_expunged() {

@@ -340,8 +340,13 @@ impl Store {
         since_modseq: u64,
         mut f: impl FnMut(MessageRecord) -> Result<()>,
     ) -> Result<()> {
+        // A full walk follows the primary key (the `+` keeps SQLite off the modseq
+        // index, through which it would fetch every row and then sort them all by uid);
+        // a walk since a modseq, usually over few records, uses that index.
+        let modseq = if since_modseq == 0 { "+modseq" } else { "modseq" };
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid"
+            "SELECT {RECORD_COLUMNS} FROM records WHERE mailbox = ?1 AND {modseq} > ?2 \
+             ORDER BY uid"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![mailbox_id, to_i64(since_modseq)])?;
@@ -387,6 +392,17 @@ impl Store {
             f(rec)?;
         }
         Ok(())
+    }
+
+    /// Messages in a mailbox that are not expunged (what IMAP's EXISTS counts), from
+    /// the index alone.
+    pub fn message_count(&self, mailbox_id: i64) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM records WHERE mailbox = ?1 AND (flags & 16) = 0",
+            [mailbox_id],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
     }
 
     /// One record by uid.

@@ -25,10 +25,7 @@ impl From<&LogEntry> for SyncLogRecord {
 }
 
 impl ChangeLog for SyncLog {
-    fn append(
-        &self,
-        entries: &[LogEntry],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn append(&self, entries: &[LogEntry]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let records: Vec<SyncLogRecord> = entries.iter().map(SyncLogRecord::from).collect();
         SyncLog::append(self, &records).map_err(|e| Box::new(e) as _)
     }

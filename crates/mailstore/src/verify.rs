@@ -3,12 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use csync_protocol::crc::SyncCrcs;
 
 use crate::files::{hash_file, mailbox_dir, message_path};
+use crate::names::validate_uniqueid;
 use crate::store::{Mailbox, Store};
+use crate::txn::Txn;
 use crate::{Result, StoreError};
 
 /// Something wrong with the store.
@@ -220,20 +223,33 @@ impl Store {
     /// Repairs what `verify` reported: removes leftovers, stores recomputed CRCs and
     /// raises counters. Missing or damaged message files are reported, not invented:
     /// they need the message from a replica or backup (`sync_client` copy-back).
+    ///
+    /// On a live store, a file that was a leftover when `verify` looked may belong to
+    /// a transaction that committed since. Leftovers are therefore removed under the
+    /// write lock (no transaction is then between writing its files and committing)
+    /// and each is checked against the index again first. A delivery's temporary file
+    /// is written before its transaction starts, so a recent one is left alone.
     pub fn repair(&mut self, report: &Report) -> Result<usize> {
-        let mut fixed = 0;
-        for path in &report.leftovers {
-            let removed = if path.is_dir() {
-                fs::remove_dir_all(path)
-            } else {
-                fs::remove_file(path)
-            };
-            match removed {
-                Ok(()) => fixed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(path, e)),
+        let leftovers = &report.leftovers;
+        let mut fixed = self.write(|txn| {
+            let mut removed = 0;
+            for path in leftovers {
+                if referenced_now(txn, path)? || is_recent_delivery(path) {
+                    continue;
+                }
+                let result = if path.is_dir() {
+                    fs::remove_dir_all(path)
+                } else {
+                    fs::remove_file(path)
+                };
+                match result {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(path, e)),
+                }
             }
-        }
+            Ok(removed)
+        })?;
         for problem in &report.problems {
             match problem {
                 Problem::Crc { mailbox, .. } | Problem::Counters { mailbox, .. } => {
@@ -245,5 +261,63 @@ impl Store {
             }
         }
         Ok(fixed)
+    }
+}
+
+/// How long a delivery's temporary file (`.deliver-*`) is presumed to be in use.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(3600);
+
+/// True when the index, as of this transaction, refers to `path`: the directory of a
+/// live mailbox, or the file of a record that has one.
+fn referenced_now(txn: &Txn<'_>, path: &Path) -> Result<bool> {
+    let is_dir = path.is_dir();
+    let (dir, uid) = if is_dir {
+        (path, None)
+    } else {
+        let Some(uid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix('.'))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return Ok(false);
+        };
+        match path.parent() {
+            Some(dir) => (dir, Some(uid)),
+            None => return Ok(false),
+        }
+    };
+    let Some(uniqueid) = dir.file_name().and_then(|n| n.to_str()) else {
+        return Ok(false);
+    };
+    if validate_uniqueid(uniqueid).is_err() {
+        return Ok(false);
+    }
+    let Some(m) = txn.mailbox_by_uniqueid(uniqueid)? else {
+        return Ok(false);
+    };
+    if !m.is_real() || txn.mailbox_dir(&m).ok().as_deref() != Some(dir) {
+        return Ok(false);
+    }
+    match uid {
+        None => Ok(true),
+        Some(uid) => Ok(txn.record(m.id, uid)?.is_some_and(|r| r.has_file)),
+    }
+}
+
+fn is_recent_delivery(path: &Path) -> bool {
+    let is_delivery = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".deliver-"));
+    if !is_delivery {
+        return false;
+    }
+    match fs::metadata(path).and_then(|m| m.modified()) {
+        // A clock step can put the file in the future: still recent.
+        Ok(mtime) => SystemTime::now()
+            .duration_since(mtime)
+            .map_or(true, |age| age < DELIVERY_GRACE),
+        Err(_) => false,
     }
 }

@@ -374,3 +374,79 @@ fn records_stream_in_uid_order_with_annotations() {
     // modseq of uid n is n + 1, so modseq > 25 means uid >= 25.
     assert_eq!(uids, (25..=50).collect::<Vec<_>>());
 }
+
+#[test]
+fn expunge_of_a_uid_list_touches_only_those_uids() {
+    let (_dir, mut store, _log) = store();
+    store.create_mailbox("user.john", None, None).unwrap();
+    for i in 0..5 {
+        store
+            .deliver(
+                "user.john",
+                format!("message {i}\r\n").as_bytes(),
+                &Flags::default(),
+                None,
+            )
+            .unwrap();
+    }
+    let m = store.real_mailbox("user.john").unwrap();
+    assert_eq!(store.message_count(m.id).unwrap(), 5);
+    // Unsorted, with a uid that does not exist.
+    assert_eq!(store.expunge("user.john", Some(&[4, 9, 2])).unwrap(), 2);
+    let mut expunged = Vec::new();
+    store
+        .for_each_record(m.id, 0, |r| {
+            if r.record.is_expunged() {
+                expunged.push(r.record.uid);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(expunged, [2, 4]);
+    assert_eq!(store.message_count(m.id).unwrap(), 3);
+    assert_crcs_current(&store, "user.john");
+}
+
+#[test]
+fn repair_keeps_what_was_committed_after_verify_looked() {
+    let (_dir, mut store, _log) = store();
+    store.create_mailbox("user.john", None, None).unwrap();
+    store
+        .deliver("user.john", M1, &Flags::default(), None)
+        .unwrap();
+    let m = store.real_mailbox("user.john").unwrap();
+    let dir = store.mailbox_dir(&m).unwrap();
+    // An interrupted transaction left uid 2's file; a stray file; two delivery
+    // temporaries, one of a delivery that may still be running.
+    std::fs::write(dir.join("2."), b"partial").unwrap();
+    std::fs::write(dir.join("7."), b"stray").unwrap();
+    let fresh_tmp = dir.join(".deliver-1-1.tmp");
+    std::fs::write(&fresh_tmp, b"streaming").unwrap();
+    let old_tmp = dir.join(".deliver-2-2.tmp");
+    std::fs::write(&old_tmp, b"abandoned").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_tmp)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let report = store.verify(None, true).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.leftovers.len(), 4, "{:?}", report.leftovers);
+
+    // On a live server, uid 2 is delivered between verify and repair.
+    assert_eq!(
+        store
+            .deliver("user.john", &b"second\r\n"[..], &Flags::default(), None)
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.repair(&report).unwrap(), 2);
+    assert_eq!(std::fs::read(dir.join("2.")).unwrap(), b"second\r\n");
+    assert!(!dir.join("7.").exists());
+    assert!(!old_tmp.exists());
+    let after = store.verify(None, true).unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    assert_eq!(after.leftovers, vec![fresh_tmp]);
+}

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use csync_protocol::command::{encode_apply_message_end, encode_apply_message_start};
 use csync_protocol::mailbox::Required;
 use csync_protocol::{
-    Body, Decoder, Encoder, FileHeader, FileSink, Guid, LiteralStyle, MailboxState, Mode,
-    Record, SinkError, SystemFlags,
+    Body, Decoder, Encoder, FileHeader, FileSink, Guid, LiteralStyle, MailboxState, Mode, Record,
+    SinkError, SystemFlags,
 };
 
 struct CountingAlloc;
@@ -205,7 +205,10 @@ fn main() {
             panic!("not a dlist");
         };
         let decoded = MailboxState::decode(item, Required::Apply).expect("typed");
-        assert_eq!(decoded.records.as_ref().map(Vec::len), Some(RECORDS as usize));
+        assert_eq!(
+            decoded.records.as_ref().map(Vec::len),
+            Some(RECORDS as usize)
+        );
         black_box(decoded);
     });
     let before = allocs();
@@ -265,7 +268,8 @@ fn main() {
         enc.clear();
         encode_apply_message_start(enc);
         for (body, guid) in bodies.iter().zip(&guids) {
-            enc.file_header(b"default", guid, body.len() as u32).raw(body);
+            enc.file_header(b"default", guid, body.len() as u32)
+                .raw(body);
         }
         encode_apply_message_end(enc);
     };
