@@ -196,6 +196,21 @@ pub enum Command {
     /// Delete a user: every mailbox, seen state, subscriptions, sieve scripts, quota
     DeleteUser { user: String },
 
+    /// Set or delete a replication login in the password file (like saslpasswd2)
+    Passwd {
+        /// The login (the identity a master authenticates as, e.g. repluser)
+        user: String,
+        /// Delete the login instead
+        #[arg(short = 'd', long)]
+        delete: bool,
+        /// Read the password from standard input without prompting (like saslpasswd2 -p)
+        #[arg(short = 'p', long)]
+        pipe: bool,
+        /// Password file (default: csync_password_file, or <configdirectory>/csync.passwd)
+        #[arg(short = 'f', long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+
     /// Check index against files (GUIDs, sizes, CRCs, counters), optionally repair
     Verify {
         /// Only mailboxes whose names start with this

@@ -132,6 +132,12 @@ pub fn run(conf: &Conf, command: Command, out: &mut dyn Write) -> Result<u8> {
             remove,
         } => subscribe(conf, &user, mailbox.as_deref(), remove, out)?,
         Command::Sieve { user, action } => sieve(conf, &user, action, out)?,
+        Command::Passwd {
+            user,
+            delete,
+            pipe,
+            file,
+        } => passwd(conf, &user, delete, pipe, file, out)?,
         Command::DeleteUser { user } => {
             let what = "cannot delete user";
             validate_userid(&user).with_context(|| doing(what, &user))?;
@@ -1014,4 +1020,70 @@ mod tests {
         );
         assert!(prefix_to_internal(&netnews, "user/x").is_err());
     }
+}
+
+/// `passwd`: the replication logins that `sync_server` accepts (SCRAM verifiers, so
+/// PLAIN, LOGIN and SCRAM-SHA-1/256 all work without the password being stored).
+fn passwd(
+    conf: &Conf,
+    user: &str,
+    delete: bool,
+    pipe: bool,
+    file: Option<std::path::PathBuf>,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    use csync_auth::passwd::PasswordFile;
+    let path = file.unwrap_or_else(|| {
+        conf.imapd
+            .string("csync_password_file")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| conf.store.configdirectory.join("csync.passwd"))
+    });
+    let shown = path.display().to_string();
+    let mut passwords = PasswordFile::load_or_new(&path)
+        .with_context(|| doing("cannot read the password file", &shown))?;
+    if delete {
+        if !passwords.remove(user) {
+            return Err(Coded::new(status::NOUSER, format!("{user} is not in {shown}")).into());
+        }
+    } else {
+        let password =
+            read_password(pipe).with_context(|| doing_plain("cannot read the password"))?;
+        passwords
+            .set(user, &password)
+            .with_context(|| doing("cannot set the password", user))?;
+    }
+    passwords
+        .save()
+        .with_context(|| doing("cannot write the password file", &shown))?;
+    writeln!(
+        out,
+        "{} {user} in {shown}",
+        if delete {
+            "deleted"
+        } else {
+            "set password for"
+        }
+    )?;
+    Ok(0)
+}
+
+/// The password from standard input: one line (a terminal gets a prompt; the
+/// password is visible as typed, so prefer `-p` with a pipe for scripts).
+fn read_password(pipe: bool) -> io::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = io::stdin();
+    if !pipe && stdin.is_terminal() {
+        eprint!("Password: ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty password",
+        ));
+    }
+    Ok(password)
 }

@@ -27,19 +27,15 @@ impl Conf {
     }
 }
 
-/// Opens the store for a command.
-///
-/// This is where the sync_log writer is to be attached (the synclog crate's writer
-/// for `conf.imapd`'s `sync_log` / `sync_log_channels`, through
-/// `Store::set_changelog`), so that every change csyncadm makes is logged for the
-/// replica. Until then changes are committed without sync_log records and a replica
-/// learns of them on the next full sync (`sync_client -A`).
+/// Opens the store for a command, with the sync_log writer of imapd.conf attached
+/// (`sync_log`, `sync_log_channels`), so every change csyncadm makes reaches the
+/// rolling `sync_client` as Cyrus's own tools' changes do.
 pub fn open_store(conf: &Conf) -> anyhow::Result<Store> {
-    let store = Store::open(conf.store.clone()).with_context(|| {
-        doing(
-            "cannot open the store",
-            &conf.store.configdirectory.display().to_string(),
-        )
-    })?;
+    let shown = conf.store.configdirectory.display().to_string();
+    let mut store =
+        Store::open(conf.store.clone()).with_context(|| doing("cannot open the store", &shown))?;
+    let log = csync_synclog::SyncLog::from_config(&conf.imapd)
+        .with_context(|| doing("cannot use the sync_log settings", &shown))?;
+    store.set_changelog(Some(Box::new(log)));
     Ok(store)
 }
