@@ -657,6 +657,21 @@ impl MailboxState {
     /// client's `APPLY MAILBOX` of a real mailbox).
     pub fn encode(&self, enc: &mut Encoder) {
         enc.begin_kvlist();
+        self.encode_fields(enc);
+        if let Some(records) = &self.records {
+            enc.key("RECORD").begin_list();
+            for record in records {
+                record.encode(enc);
+            }
+            enc.end();
+        }
+        enc.end();
+    }
+
+    /// The keys up to and including the `SINCE_*` ones, without the enclosing
+    /// `%( )` and without `RECORD`: a sender that streams a large record list writes
+    /// `%(`, these, `RECORD (`, each record, `))` itself.
+    pub fn encode_fields(&self, enc: &mut Encoder) {
         enc.key("UNIQUEID").string(self.uniqueid.as_bytes());
         enc.key("MBOXNAME").string(self.mboxname.as_bytes());
         if let Some(t) = &self.mboxtype {
@@ -704,14 +719,6 @@ impl MailboxState {
             enc.key("SINCE_CRC").num(u64::from(since.crc));
             enc.key("SINCE_CRC_ANNOT").num(u64::from(since.crc_annot));
         }
-        if let Some(records) = &self.records {
-            enc.key("RECORD").begin_list();
-            for record in records {
-                record.encode(enc);
-            }
-            enc.end();
-        }
-        enc.end();
     }
 
     /// The client's short form for an intermediate or tombstone (spec §4.5):

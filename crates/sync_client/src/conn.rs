@@ -1,0 +1,687 @@
+//! The master's connection to a replica (spec §1.4): greeting, STARTTLS when needed,
+//! AUTHENTICATE, COMPRESS DEFLATE whenever offered, `APPLY CAPABILITIES`, then one
+//! command at a time. Blocking I/O: a sync run is a sequence of request/response
+//! round trips, and message bodies are streamed from disk straight into the socket.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use csync_auth::{ClientExchange, ClientStep};
+use csync_protocol::command::Command;
+use csync_protocol::compress::{Deflater, Inflater};
+use csync_protocol::decode::{Body, CollectFiles, Decoder, Mode};
+use csync_protocol::encode::{Encoder, LiteralStyle};
+use csync_protocol::mailbox::Required;
+use csync_protocol::response::{Completion, DataItem, Greeting, Response, SyncStatus};
+use csync_protocol::{Guid, sasl};
+use tracing::{debug, info, trace};
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    /// `host:port/tls`: TLS from the first byte (csync's sync_server does not do
+    /// this; kept for sites with a TLS terminator in front).
+    pub implicit_tls: bool,
+    pub authname: String,
+    pub password: String,
+    pub authzid: Option<String>,
+    /// Allow PLAIN/LOGIN without TLS.
+    pub allow_plaintext: bool,
+    /// Require TLS (STARTTLS) even when a mechanism is usable in the clear.
+    pub require_tls: bool,
+    /// Fail unless the server offers COMPRESS (`-z`).
+    pub require_compress: bool,
+    /// Deflate level for what we send (1: fast; the replica decompresses anyway).
+    pub compress_level: u32,
+    /// Ask for SIEVE-MAILBOX when offered. csync stores sieve scripts outside
+    /// mailboxes, so it replicates them with the script commands (off).
+    pub sieve_mailbox: bool,
+    pub connect_timeout: Duration,
+    /// `sync_timeout`.
+    pub timeout: Duration,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// What can go wrong talking to the replica.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connecting to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connection to the replica: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error from the replica: {0}")]
+    Protocol(String),
+    #[error("authentication as {user} failed: {reply}")]
+    AuthFailed { user: String, reply: String },
+    #[error("no usable authentication mechanism: {0}")]
+    NoMechanism(String),
+    #[error("the replica does not offer COMPRESS and -z requires it")]
+    NoCompress,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("the replica said BYE: {0}")]
+    Bye(String),
+}
+
+/// A completed command: its data lines and completion.
+#[derive(Debug)]
+pub struct Reply {
+    pub data: Vec<DataItem>,
+    /// Bytes of `* MESSAGE` file literals, by line index.
+    pub files: Vec<Vec<u8>>,
+    pub completion: Completion,
+}
+
+impl Reply {
+    /// `Ok` for `OK`, the status of a `NO`, `ProtocolError` for anything else.
+    pub fn status(&self) -> SyncStatus {
+        match &self.completion {
+            Completion::Ok(_) => SyncStatus::Ok,
+            Completion::No { status, .. } => *status,
+            Completion::Bad(_) | Completion::Bye(_) => SyncStatus::ProtocolError,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match &self.completion {
+            Completion::Ok(t) => format!("OK {t}"),
+            Completion::No { text, .. } => format!("NO {text}"),
+            Completion::Bad(t) => format!("BAD {t}"),
+            Completion::Bye(t) => format!("BYE {t}"),
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Only while STARTTLS moves the TCP stream into TLS.
+    Upgrading,
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection is being upgraded to TLS",
+    )
+}
+
+impl Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Upgrading => Err(upgrading()),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf),
+            Stream::Tls(s) => s.write_all(buf),
+            Stream::Upgrading => Err(upgrading()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Upgrading => Err(upgrading()),
+        }
+    }
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub commands: u64,
+    pub messages_sent: u64,
+    pub message_bytes_sent: u64,
+    pub wire_bytes_out: u64,
+    pub wire_bytes_in: u64,
+}
+
+/// An authenticated connection to a replica.
+pub struct Connection {
+    stream: Stream,
+    decoder: Decoder,
+    inflater: Option<Inflater>,
+    deflater: Option<Deflater>,
+    input: Vec<u8>,
+    pos: usize,
+    raw: Vec<u8>,
+    wire: Vec<u8>,
+    encoder: Encoder,
+    pub greeting: Greeting,
+    pub sieve_mailbox: bool,
+    pub tls: bool,
+    pub compressed: bool,
+    /// (partition, GUID) staged on the replica since the last RESTART (spec §10.1
+    /// item 2): never re-uploaded, and reset by RESTART.
+    staged: HashSet<(String, Guid)>,
+    pub stats: Stats,
+    target: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("target", &self.target)
+            .field("tls", &self.tls)
+            .field("compressed", &self.compressed)
+            .finish()
+    }
+}
+
+/// Largest chunk written to the socket at once while streaming.
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Connection {
+    /// Connects, authenticates and negotiates as the Cyrus client does (§1.4).
+    pub fn connect(opts: &ConnectOptions) -> Result<Connection, ConnError> {
+        let target = format!("{}:{}", opts.host, opts.port);
+        let addr = (opts.host.as_str(), opts.port)
+            .to_socket_addrs()
+            .and_then(|mut a| {
+                a.next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+            })
+            .map_err(|source| ConnError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let tcp = TcpStream::connect_timeout(&addr, opts.connect_timeout).map_err(|source| {
+            ConnError::Connect {
+                target: target.clone(),
+                source,
+            }
+        })?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(opts.connect_timeout))?;
+        let mut conn = Connection {
+            stream: Stream::Plain(tcp),
+            decoder: Decoder::new(Mode::Text),
+            inflater: None,
+            deflater: None,
+            input: Vec::with_capacity(64 * 1024),
+            pos: 0,
+            raw: vec![0; 64 * 1024],
+            wire: Vec::new(),
+            encoder: Encoder::new(LiteralStyle::NonSynchronizing),
+            greeting: Greeting::default(),
+            sieve_mailbox: false,
+            tls: false,
+            compressed: false,
+            staged: HashSet::new(),
+            stats: Stats::default(),
+            target,
+        };
+        if opts.implicit_tls {
+            conn.start_tls(opts)?;
+        }
+        conn.read_greeting()?;
+        let plaintext_ok = opts.allow_plaintext || conn.tls;
+        let usable = ClientExchange::new(
+            &conn.greeting.sasl,
+            conn.tls,
+            plaintext_ok,
+            &opts.authname,
+            &opts.password,
+            opts.authzid.as_deref(),
+        )
+        .is_ok();
+        if !conn.tls && (opts.require_tls || !usable) && conn.greeting.starttls {
+            conn.send_raw(b"STARTTLS\r\n")?;
+            let line = conn.read_text_line()?;
+            if !line.starts_with("OK") {
+                return Err(ConnError::Tls(format!("STARTTLS refused: {line}")));
+            }
+            conn.start_tls(opts)?;
+            conn.greeting = Greeting::default();
+            conn.read_greeting()?;
+        } else if opts.require_tls && !conn.tls {
+            return Err(ConnError::Tls(
+                "TLS is required but the replica does not offer STARTTLS".into(),
+            ));
+        }
+        conn.authenticate(opts)?;
+        if conn.greeting.compress && !conn.tls {
+            let reply = conn.command(&Command::Compress {
+                algorithm: "DEFLATE".into(),
+            })?;
+            if reply.status() == SyncStatus::Ok {
+                conn.deflater = Some(Deflater::new(opts.compress_level));
+                let mut inflater = Inflater::new();
+                let leftover: Vec<u8> = conn.input.drain(conn.pos..).collect();
+                conn.input.clear();
+                conn.pos = 0;
+                inflater
+                    .decompress(&leftover, &mut conn.input)
+                    .map_err(|e| ConnError::Protocol(e.to_string()))?;
+                conn.inflater = Some(inflater);
+                conn.compressed = true;
+            } else {
+                info!("replica refused COMPRESS: {}", reply.text());
+            }
+        }
+        if opts.require_compress && !conn.compressed {
+            return Err(ConnError::NoCompress);
+        }
+        if conn.greeting.sieve_mailbox && opts.sieve_mailbox {
+            let reply = conn.command(&Command::Apply(
+                csync_protocol::ApplyCommand::Capabilities(vec!["SIEVE-MAILBOX".into()]),
+            ))?;
+            conn.sieve_mailbox = reply.data.iter().any(
+                |d| matches!(d, DataItem::Enabled(c) if c.iter().any(|x| x == "SIEVE-MAILBOX")),
+            );
+        }
+        if let Stream::Plain(s) = &conn.stream {
+            s.set_read_timeout(Some(opts.timeout))?;
+        } else if let Stream::Tls(s) = &conn.stream {
+            s.sock.set_read_timeout(Some(opts.timeout))?;
+        }
+        info!(
+            target = %conn.target,
+            tls = conn.tls,
+            compressed = conn.compressed,
+            "connected"
+        );
+        Ok(conn)
+    }
+
+    fn start_tls(&mut self, opts: &ConnectOptions) -> Result<(), ConnError> {
+        let config = opts
+            .tls
+            .clone()
+            .ok_or_else(|| ConnError::Tls("no TLS client configuration".into()))?;
+        let name = rustls_pki_types::ServerName::try_from(opts.host.clone())
+            .map_err(|e| ConnError::Tls(format!("server name {}: {e}", opts.host)))?;
+        let connection = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ConnError::Tls(e.to_string()))?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(ConnError::Tls("TLS already active".into()));
+        };
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        // Drive the handshake now so certificate errors surface here.
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| ConnError::Tls(e.to_string()))?;
+        }
+        self.stream = Stream::Tls(Box::new(tls));
+        self.input.clear();
+        self.pos = 0;
+        self.tls = true;
+        Ok(())
+    }
+
+    fn read_greeting(&mut self) -> Result<(), ConnError> {
+        loop {
+            let line = self.read_text_line()?;
+            if self.greeting.read_line(line.as_bytes()) {
+                debug!(banner = %self.greeting.banner, "greeting");
+                return Ok(());
+            }
+        }
+    }
+
+    fn authenticate(&mut self, opts: &ConnectOptions) -> Result<(), ConnError> {
+        let plaintext_ok = opts.allow_plaintext || self.tls;
+        let mut exchange = ClientExchange::new(
+            &self.greeting.sasl,
+            self.tls,
+            plaintext_ok,
+            &opts.authname,
+            &opts.password,
+            opts.authzid.as_deref(),
+        )
+        .map_err(|e| ConnError::NoMechanism(format!("{e} (offered: {:?})", self.greeting.sasl)))?;
+        let mut line = Vec::new();
+        let request = sasl::Authenticate {
+            mechanism: exchange.mechanism().name().to_owned(),
+            initial_response: exchange.initial_response().map(<[u8]>::to_vec),
+        };
+        request
+            .encode(&mut line)
+            .map_err(|e| ConnError::Protocol(e.to_string()))?;
+        self.send_raw(&line)?;
+        loop {
+            let reply = self.read_text_line()?;
+            match sasl::parse_server_line(reply.as_bytes()) {
+                Ok(sasl::ServerLine::Challenge(challenge)) => {
+                    let step = exchange
+                        .step(&challenge)
+                        .map_err(|e| ConnError::AuthFailed {
+                            user: opts.authname.clone(),
+                            reply: e.to_string(),
+                        })?;
+                    let mut out = Vec::new();
+                    match step {
+                        ClientStep::Response(r) => sasl::encode_response(&r, &mut out),
+                        ClientStep::Done => sasl::encode_response(b"", &mut out),
+                    }
+                    self.send_raw(&out)?;
+                }
+                Ok(sasl::ServerLine::Ok(_)) => {
+                    exchange.finish().map_err(|e| ConnError::AuthFailed {
+                        user: opts.authname.clone(),
+                        reply: e.to_string(),
+                    })?;
+                    debug!(mechanism = exchange.mechanism().name(), "authenticated");
+                    return Ok(());
+                }
+                Ok(_) | Err(_) => {
+                    return Err(ConnError::AuthFailed {
+                        user: opts.authname.clone(),
+                        reply,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes bytes (compressed when active) and flushes.
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let out: &[u8] = match &mut self.deflater {
+            Some(d) => {
+                self.wire.clear();
+                d.compress(bytes, &mut self.wire)
+                    .map_err(|e| ConnError::Protocol(e.to_string()))?;
+                &self.wire
+            }
+            None => bytes,
+        };
+        self.stats.wire_bytes_out += out.len() as u64;
+        self.stream.write_all(out)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    fn fill(&mut self) -> Result<(), ConnError> {
+        let n = self.stream.read(&mut self.raw)?;
+        if n == 0 {
+            return Err(ConnError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the replica closed the connection",
+            )));
+        }
+        self.stats.wire_bytes_in += n as u64;
+        match &mut self.inflater {
+            Some(i) => i
+                .decompress(&self.raw[..n], &mut self.input)
+                .map_err(|e| ConnError::Protocol(e.to_string()))?,
+            None => self.input.extend_from_slice(&self.raw[..n]),
+        }
+        Ok(())
+    }
+
+    /// Reads one line into the decoder.
+    fn read_line(&mut self, files: &mut CollectFiles) -> Result<(), ConnError> {
+        loop {
+            if self.pos < self.input.len() {
+                let feed = self
+                    .decoder
+                    .feed(&self.input[self.pos..], files)
+                    .map_err(|e| ConnError::Protocol(e.to_string()))?;
+                self.pos += feed.consumed;
+                if feed.complete {
+                    if self.pos == self.input.len() {
+                        self.input.clear();
+                        self.pos = 0;
+                    }
+                    return Ok(());
+                }
+                continue;
+            }
+            self.input.clear();
+            self.pos = 0;
+            self.fill()?;
+        }
+    }
+
+    fn read_text_line(&mut self) -> Result<String, ConnError> {
+        self.decoder.set_mode(Mode::Text);
+        let mut files = CollectFiles::default();
+        self.read_line(&mut files)?;
+        let line = self
+            .decoder
+            .line()
+            .map(|l| l.word.to_vec())
+            .unwrap_or_default();
+        self.decoder.set_mode(Mode::Responses);
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// Reads a reply: data lines until the completion line.
+    fn read_reply(&mut self, required: Required) -> Result<Reply, ConnError> {
+        self.decoder.set_mode(Mode::Responses);
+        let mut files = CollectFiles::default();
+        let mut data = Vec::new();
+        loop {
+            self.read_line(&mut files)?;
+            let line = self
+                .decoder
+                .line()
+                .ok_or_else(|| ConnError::Protocol("no line".into()))?;
+            if let Body::Malformed(e) = line.body {
+                let word = String::from_utf8_lossy(line.word).into_owned();
+                return Err(ConnError::Protocol(format!(
+                    "unreadable reply line starting {word:?}: {e}"
+                )));
+            }
+            match Response::from_line(line).map_err(|e| ConnError::Protocol(e.to_string()))? {
+                Response::Data(item) => {
+                    let decoded = DataItem::decode(item, required)
+                        .map_err(|e| ConnError::Protocol(format!("bad data line: {e}")))?;
+                    trace!(?decoded, "data");
+                    data.push(decoded);
+                }
+                Response::Done(Completion::Bye(text)) => return Err(ConnError::Bye(text)),
+                Response::Done(completion) => {
+                    return Ok(Reply {
+                        data,
+                        files: files.files,
+                        completion,
+                    });
+                }
+                Response::Continue(_) => {
+                    return Err(ConnError::Protocol("unexpected continuation".into()));
+                }
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn command(&mut self, command: &Command) -> Result<Reply, ConnError> {
+        let required = match command {
+            Command::Get(csync_protocol::GetCommand::FullMailbox(_)) => Required::FullReply,
+            _ => Required::ListReply,
+        };
+        self.encoder.clear();
+        command.encode(&mut self.encoder);
+        let bytes = self.encoder.take();
+        debug!(
+            command = %String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).trim_end(),
+            "sending"
+        );
+        self.stats.commands += 1;
+        let sent = self.send_raw(&bytes);
+        self.encoder = Encoder::with_buffer(LiteralStyle::NonSynchronizing, bytes);
+        sent?;
+        let reply = self.read_reply(required)?;
+        if let Command::Restart = command {
+            self.staged.clear();
+        }
+        Ok(reply)
+    }
+
+    /// Sends a command whose bytes the caller writes through `write` (a large
+    /// `APPLY MAILBOX` streamed record by record): `write` gets an encoder and a
+    /// flush function for when its buffer grows.
+    pub fn command_streamed(
+        &mut self,
+        write: &mut dyn FnMut(
+            &mut Encoder,
+            &mut dyn FnMut(&mut Encoder) -> Result<(), ConnError>,
+        ) -> Result<(), ConnError>,
+    ) -> Result<Reply, ConnError> {
+        let mut encoder = std::mem::replace(
+            &mut self.encoder,
+            Encoder::new(LiteralStyle::NonSynchronizing),
+        );
+        encoder.clear();
+        self.stats.commands += 1;
+        let result = {
+            let mut flush = |enc: &mut Encoder| -> Result<(), ConnError> {
+                if enc.bytes().len() >= FLUSH_AT {
+                    let bytes = enc.take();
+                    self.send_raw(&bytes)?;
+                }
+                Ok(())
+            };
+            write(&mut encoder, &mut flush)
+        };
+        let rest = encoder.take();
+        self.encoder = encoder;
+        result?;
+        self.send_raw(&rest)?;
+        self.read_reply(Required::ListReply)
+    }
+
+    /// Uploads message files with `APPLY MESSAGE`, streaming each from disk. Files
+    /// already staged on this connection are skipped.
+    pub fn apply_message(&mut self, files: &[MessageUpload]) -> Result<Reply, ConnError> {
+        let pending: Vec<&MessageUpload> = files
+            .iter()
+            .filter(|f| !self.staged.contains(&(f.partition.clone(), f.guid)))
+            .collect();
+        if pending.is_empty() {
+            return Ok(Reply {
+                data: Vec::new(),
+                files: Vec::new(),
+                completion: Completion::Ok("nothing to upload".into()),
+            });
+        }
+        let mut enc = Encoder::new(LiteralStyle::NonSynchronizing);
+        csync_protocol::command::encode_apply_message_start(&mut enc);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent_bytes = 0u64;
+        for f in &pending {
+            let mut file = File::open(&f.path)?;
+            let size = file.metadata()?.len();
+            if size != u64::from(f.size) {
+                // The file changed under us: Cyrus writes NIL instead of a file literal.
+                enc.nil();
+                continue;
+            }
+            enc.file_header(f.partition.as_bytes(), &f.guid, f.size);
+            let head = enc.take();
+            self.send_raw_buffered(&head)?;
+            let mut left = u64::from(f.size);
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = file.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(ConnError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being sent", f.path.display()),
+                    )));
+                }
+                self.send_raw_buffered(&buf[..n])?;
+                left -= n as u64;
+            }
+            sent_bytes += u64::from(f.size);
+        }
+        csync_protocol::command::encode_apply_message_end(&mut enc);
+        let tail = enc.take();
+        self.send_raw(&tail)?;
+        self.stats.commands += 1;
+        let reply = self.read_reply(Required::ListReply)?;
+        if reply.status() == SyncStatus::Ok {
+            for f in &pending {
+                self.staged.insert((f.partition.clone(), f.guid));
+            }
+            self.stats.messages_sent += pending.len() as u64;
+            self.stats.message_bytes_sent += sent_bytes;
+        }
+        Ok(reply)
+    }
+
+    /// Writes without the final flush of the TCP stream (bodies are written in
+    /// pieces; the compressor still sync-flushes each piece so nothing waits).
+    fn send_raw_buffered(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let out: &[u8] = match &mut self.deflater {
+            Some(d) => {
+                self.wire.clear();
+                d.compress(bytes, &mut self.wire)
+                    .map_err(|e| ConnError::Protocol(e.to_string()))?;
+                &self.wire
+            }
+            None => bytes,
+        };
+        self.stats.wire_bytes_out += out.len() as u64;
+        self.stream.write_all(out)?;
+        Ok(())
+    }
+
+    /// Marks GUIDs the replica reported as present after `APPLY RESERVE`.
+    pub fn mark_staged(&mut self, partition: &str, guid: Guid) {
+        self.staged.insert((partition.to_owned(), guid));
+    }
+
+    pub fn is_staged(&self, partition: &str, guid: &Guid) -> bool {
+        self.staged.contains(&(partition.to_owned(), *guid))
+    }
+
+    /// `RESTART`: the replica drops its staging area, and so do we.
+    pub fn restart(&mut self) -> Result<(), ConnError> {
+        let reply = self.command(&Command::Restart)?;
+        self.staged.clear();
+        if reply.status() != SyncStatus::Ok {
+            return Err(ConnError::Protocol(format!("RESTART: {}", reply.text())));
+        }
+        Ok(())
+    }
+
+    /// `EXIT`, then close.
+    pub fn exit(mut self) -> Result<Stats, ConnError> {
+        let _ = self.command(&Command::Exit);
+        Ok(self.stats)
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// One message file to upload.
+#[derive(Clone, Debug)]
+pub struct MessageUpload {
+    pub partition: String,
+    pub guid: Guid,
+    pub size: u32,
+    pub path: std::path::PathBuf,
+}
+
+impl MessageUpload {
+    pub fn new(partition: &str, guid: Guid, size: u32, path: &Path) -> Self {
+        MessageUpload {
+            partition: partition.to_owned(),
+            guid,
+            size,
+            path: path.to_owned(),
+        }
+    }
+}

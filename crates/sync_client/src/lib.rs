@@ -1,0 +1,17 @@
+//! csync's master side: replicates a csync store to a Cyrus 3.6 replica or to csync's
+//! own `sync_server`, on demand (`-u`, `-m`, `-A`, `-s`) or continuously by following
+//! the sync_log (`-r`).
+//!
+//! * [`conn`]: the connection (greeting, STARTTLS, SASL, COMPRESS, streaming uploads)
+//! * [`sync`]: the algorithm of spec §4 (USER, mailbox-list and META syncs, the
+//!   folder pass, the unchanged check, quotas, subscriptions, seen, sieve)
+//! * [`repair`]: the full update of §4.6
+//! * [`config`]: imapd.conf keys, channel-prefixed
+//! * [`progress`]: the progress line of long manual runs
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod progress;
+pub mod repair;
+pub mod sync;
