@@ -185,6 +185,14 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Writes a streamed command: gets the encoder and a flush function to call when the
+/// encoder's buffer may have grown large.
+pub type StreamWriter<'a> = dyn FnMut(
+        &mut Encoder,
+        &mut dyn FnMut(&mut Encoder) -> Result<(), ConnError>,
+    ) -> Result<(), ConnError>
+    + 'a;
+
 /// Largest chunk written to the socket at once while streaming.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -530,13 +538,7 @@ impl Connection {
     /// Sends a command whose bytes the caller writes through `write` (a large
     /// `APPLY MAILBOX` streamed record by record): `write` gets an encoder and a
     /// flush function for when its buffer grows.
-    pub fn command_streamed(
-        &mut self,
-        write: &mut dyn FnMut(
-            &mut Encoder,
-            &mut dyn FnMut(&mut Encoder) -> Result<(), ConnError>,
-        ) -> Result<(), ConnError>,
-    ) -> Result<Reply, ConnError> {
+    pub fn command_streamed(&mut self, write: &mut StreamWriter<'_>) -> Result<Reply, ConnError> {
         let mut encoder = std::mem::replace(
             &mut self.encoder,
             Encoder::new(LiteralStyle::NonSynchronizing),

@@ -551,11 +551,11 @@ impl Syncer<'_> {
                     }
                     let path = csync_mailstore::files::message_path(&dir, r.uid);
                     batch.push(MessageUpload::new(&partition, r.guid, r.size, &path));
-                    if batch.len() >= MAX_FILES_PER_MESSAGE {
-                        if let Err(e) = upload(conn, progress, &mut batch, name) {
-                            pending_error = Some(e);
-                            return Err(StoreError::Invalid("upload failed".into()));
-                        }
+                    if batch.len() >= MAX_FILES_PER_MESSAGE
+                        && let Err(e) = upload(conn, progress, &mut batch, name)
+                    {
+                        pending_error = Some(e);
+                        return Err(StoreError::Invalid("upload failed".into()));
                     }
                     Ok(())
                 })
@@ -724,7 +724,7 @@ impl Syncer<'_> {
 
     fn sync_seen(&mut self, userid: &str, replica: &[SeenRecord]) -> SyncResult<()> {
         for seen in self.store.seen(userid)? {
-            if replica.iter().any(|r| *r == seen) {
+            if replica.contains(&seen) {
                 continue;
             }
             let target = seen.uniqueid.clone();
