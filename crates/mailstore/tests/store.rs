@@ -450,3 +450,64 @@ fn repair_keeps_what_was_committed_after_verify_looked() {
     assert!(after.is_clean(), "{:?}", after.problems);
     assert_eq!(after.leftovers, vec![fresh_tmp]);
 }
+
+/// The exact sync_log lines local changes write, through the real sync_log writer,
+/// for names with spaces, quotes, braces, dots (`^`) and modified UTF-7.
+#[test]
+fn local_changes_write_exact_sync_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::single_dir(dir.path());
+    let conf_dir = config.configdirectory.clone();
+    let mut store = Store::open(config).unwrap();
+    let log = csync_synclog::SyncLog::new(&conf_dir, vec![csync_synclog::Channel::Default]);
+    store.set_changelog(Some(Box::new(log)));
+    store.create_mailbox("user.john", None, None).unwrap();
+    store
+        .create_mailbox("user.john.Other Stuff", None, None)
+        .unwrap();
+    store
+        .create_mailbox("user.john.a \"q\" {x}", None, None)
+        .unwrap();
+    store.create_mailbox("user.john^doe", None, None).unwrap();
+    store
+        .create_mailbox("user.john.J&AOQ-rg", None, None)
+        .unwrap();
+    store
+        .deliver("user.john.Other Stuff", M1, &Flags::default(), None)
+        .unwrap();
+    store
+        .store_flags(
+            "user.john.Other Stuff",
+            &[1],
+            FlagOp::Add,
+            &Flags::parse(["\\Seen"]).unwrap(),
+        )
+        .unwrap();
+    store
+        .rename_mailbox("user.john.Other Stuff", "user.john.Archive 2024", None)
+        .unwrap();
+    store.subscribe("john.doe", "user.john^doe", true).unwrap();
+    store.set_quota("user.john", Some(100), None).unwrap();
+    store.set_annotation("", "/motd", "", Some(b"hi")).unwrap();
+    store.put_sieve("john", "main", b"keep;", true).unwrap();
+    store.delete_user("john.doe").unwrap();
+    let text = std::fs::read_to_string(conf_dir.join("sync/log")).unwrap();
+    assert_eq!(
+        text,
+        "MAILBOX user.john\n\
+         MAILBOX \"user.john.Other Stuff\"\n\
+         MAILBOX \"user.john.a \\\"q\\\" \\{x\\}\"\n\
+         MAILBOX user.john^doe\n\
+         MAILBOX user.john.J&AOQ-rg\n\
+         APPEND \"user.john.Other Stuff\"\n\
+         MAILBOX \"user.john.Other Stuff\"\n\
+         RENAME \"user.john.Other Stuff\" \"user.john.Archive 2024\"\n\
+         MAILBOX \"user.john.Other Stuff\"\n\
+         MAILBOX \"user.john.Archive 2024\"\n\
+         SUB john.doe user.john^doe\n\
+         QUOTA user.john\n\
+         ANNOTATION \"\"\n\
+         META john\n\
+         UNUSER john.doe\n"
+    );
+}
