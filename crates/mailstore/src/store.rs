@@ -343,7 +343,11 @@ impl Store {
         // A full walk follows the primary key (the `+` keeps SQLite off the modseq
         // index, through which it would fetch every row and then sort them all by uid);
         // a walk since a modseq, usually over few records, uses that index.
-        let modseq = if since_modseq == 0 { "+modseq" } else { "modseq" };
+        let modseq = if since_modseq == 0 {
+            "+modseq"
+        } else {
+            "modseq"
+        };
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM records WHERE mailbox = ?1 AND {modseq} > ?2 \
              ORDER BY uid"
