@@ -565,9 +565,12 @@ impl<'c> Txn<'c> {
             self.rmdir_after.push(old_dir);
         }
         let owner = self.config.namespace.owner(new_name);
+        // The quota root follows the name: a mailbox moved under another root counts
+        // against that one.
+        let quotaroot = self.quota_root_for(new_name)?;
         self.conn().execute(
-            "UPDATE mailboxes SET name = ?2, partition = ?3, owner = ?4 WHERE id = ?1",
-            params![id, new_name, new_partition, owner],
+            "UPDATE mailboxes SET name = ?2, partition = ?3, owner = ?4, quotaroot = ?5 WHERE id = ?1",
+            params![id, new_name, new_partition, owner, quotaroot],
         )?;
         Ok(())
     }

@@ -511,3 +511,34 @@ fn local_changes_write_exact_sync_log_lines() {
          UNUSER john.doe\n"
     );
 }
+
+#[test]
+fn a_renamed_mailbox_counts_against_the_quota_root_of_its_new_name() {
+    let (_dir, mut store, _log) = store();
+    store.create_mailbox("user.john", None, None).unwrap();
+    store.create_mailbox("user.anna", None, None).unwrap();
+    store.set_quota("user.john", Some(100), None).unwrap();
+    store.set_quota("user.anna", Some(100), None).unwrap();
+    store.create_mailbox("user.john.Box", None, None).unwrap();
+    assert_eq!(
+        store
+            .real_mailbox("user.john.Box")
+            .unwrap()
+            .state
+            .quotaroot
+            .as_deref(),
+        Some("user.john")
+    );
+    store
+        .rename_mailbox("user.john.Box", "user.anna.Box", None)
+        .unwrap();
+    assert_eq!(
+        store
+            .real_mailbox("user.anna.Box")
+            .unwrap()
+            .state
+            .quotaroot
+            .as_deref(),
+        Some("user.anna")
+    );
+}
