@@ -600,9 +600,14 @@ impl Replica {
         if userid.is_empty() {
             return Ok(());
         }
+        // Cyrus deletes the user's tree only (`mboxlist_usermboxtree` without
+        // MBOXTREE_DELETED/TOMBSTONES): the user's `DELETED.*` mailboxes stay, as they
+        // do on the master, which sends UNUSER right after renaming the INBOX to one.
+        let namespace = self.store.namespace().clone();
         let mut mailboxes = self.store.user_mailboxes(userid)?;
+        mailboxes.retain(|m| !m.is_tombstone() && namespace.is_in_user_tree(userid, m.name()));
         mailboxes.sort_by_key(|m| std::cmp::Reverse(m.name().len()));
-        let inbox = self.store.namespace().inbox(userid);
+        let inbox = namespace.inbox(userid);
         self.store.write(|txn| {
             for m in &mailboxes {
                 txn.delete_mailbox(m.id, None)?;

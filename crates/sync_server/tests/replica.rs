@@ -271,3 +271,65 @@ fn session_level_replies_of_the_spec() {
     assert_eq!(h.send(b"APPLY UNUSER \"\"\r\n"), "OK success\r\n");
     assert_eq!(h.send(b"NOOP\r\n"), "OK Noop completed\r\n");
 }
+
+#[test]
+fn unuser_deletes_the_users_tree_but_keeps_its_deleted_mailboxes() {
+    // A Cyrus master deleting a user (delete_mode: delayed) renames the INBOX to
+    // DELETED.user.<u>.<hex>, then sends UNUSER. Cyrus 3.6's replica deletes only the
+    // user's live tree (mboxlist_usermboxtree without MBOXTREE_DELETED): the DELETED.*
+    // mailboxes stay, as they do on the master (found with the real sync_client,
+    // tests/cyrus_interop.rs).
+    let mut h = Harness::new();
+    h.upload_m1();
+    let rec = Harness::record(1, 2, M1_GUID, "");
+    assert_eq!(h.send(&h.mailbox_line("", &rec)), "OK success\r\n");
+    let sent = String::from_utf8(h.mailbox_line("", &rec))
+        .unwrap()
+        .replace("c200jgj6thb3ssu8ep4jb0il", "sent00000000000000000000")
+        .replace("MBOXNAME user.john", "MBOXNAME user.john.Sent");
+    assert_eq!(h.send(sent.as_bytes()), "OK success\r\n");
+    let drafts = String::from_utf8(h.mailbox_line("", ""))
+        .unwrap()
+        .replace("c200jgj6thb3ssu8ep4jb0il", "drafts000000000000000000")
+        .replace("MBOXNAME user.john", "MBOXNAME user.john.Drafts")
+        .replace("LAST_UID 1", "LAST_UID 0");
+    assert_eq!(h.send(drafts.as_bytes()), "OK success\r\n");
+    // The folder deleted earlier, then the user.
+    for (old, new) in [
+        ("user.john.Sent", "DELETED.user.john.Sent.6B0218D3"),
+        ("user.john", "DELETED.user.john.6B0218D4"),
+    ] {
+        assert_eq!(
+            h.send(
+                format!(
+                    "APPLY RENAME %(OLDMBOXNAME {old} NEWMBOXNAME {new} PARTITION default \
+                     UIDVALIDITY 1795299501)\r\n"
+                )
+                .as_bytes()
+            ),
+            "OK success\r\n"
+        );
+    }
+    assert_eq!(h.send(b"APPLY UNUSER john\r\n"), "OK success\r\n");
+
+    let store = &h.replica.store;
+    for gone in ["user.john", "user.john.Drafts", "user.john.Sent"] {
+        assert!(
+            store.mailbox(gone).unwrap().is_none_or(|m| !m.is_real()),
+            "{gone} survived UNUSER"
+        );
+    }
+    for kept in [
+        "DELETED.user.john.Sent.6B0218D3",
+        "DELETED.user.john.6B0218D4",
+    ] {
+        let m = store
+            .mailbox(kept)
+            .unwrap()
+            .filter(|m| m.is_real())
+            .unwrap_or_else(|| panic!("{kept} was deleted by UNUSER"));
+        assert_eq!(store.message_count(m.id).unwrap(), 1, "{kept}");
+        assert!(store.message_path(&m, 1).unwrap().is_file(), "{kept}");
+    }
+    h.assert_clean();
+}

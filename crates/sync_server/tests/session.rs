@@ -356,13 +356,7 @@ fn hostile_input_gets_clear_answers_and_the_server_stays_up() {
     // A synchronizing literal (which crashes Debian's Cyrus) is simply accepted.
     assert_eq!(c.command(b"GET USER {4}\r\njohn\r\n"), ["OK success"]);
     // An unknown partition in a file literal: Cyrus dies on an assertion.
-    let reply = c.command(
-        &apply_message(M1, M1_GUID)
-            .iter()
-            .copied()
-            .collect::<Vec<_>>()
-            .replace_partition(),
-    );
+    let reply = c.command(&apply_message(M1, M1_GUID).replace_partition());
     assert_eq!(reply.len(), 1);
     assert!(
         reply[0].starts_with("NO IMAP_PROTOCOL_ERROR unknown partition"),
