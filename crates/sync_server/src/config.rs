@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub mech_list: Option<Vec<String>>,
     /// The replica's sync_log writer: suppressed unless `sync_log_chain` (§6.1).
     pub synclog: csync_synclog::SyncLog,
+    /// `csync_metrics_listen`: where to serve Prometheus metrics (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The version string in the greeting (`* OK <servername> Cyrus sync server <v>`):
@@ -118,6 +120,13 @@ impl ServerConfig {
             saslauthd_path: conf.string("sasl_saslauthd_path").map(PathBuf::from),
             mech_list: words("sasl_mech_list"),
             synclog: csync_synclog::SyncLog::for_sync_server(conf).context("sync_log settings")?,
+            metrics_listen: conf
+                .string("csync_metrics_listen")
+                .map(|a| {
+                    a.parse()
+                        .with_context(|| format!("csync_metrics_listen {a}: not ADDR:PORT"))
+                })
+                .transpose()?,
         })
     }
 

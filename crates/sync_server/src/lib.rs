@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod session;

@@ -130,12 +130,16 @@ fn run(args: Args) -> anyhow::Result<()> {
                 listeners.push(listener);
             }
         }
+        use std::io::Write;
         for l in &listeners {
             // Tests and scripts read this line to learn the port.
-            println!("sync_server: listening on {}", l.local_addr()?);
+            let _ = writeln!(
+                std::io::stdout(),
+                "sync_server: listening on {}",
+                l.local_addr()?
+            );
         }
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        let _ = std::io::stdout().flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 pub struct Shared {
     pub config: ServerConfig,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -31,7 +32,11 @@ impl Shared {
         };
         // Fail at start on settings that cannot work (unreadable password file...).
         crate::auth::authenticator(&config)?;
-        Ok(Shared { config, tls })
+        Ok(Shared {
+            config,
+            tls,
+            metrics: Arc::default(),
+        })
     }
 
     /// Where applied changes are logged: with `sync_log_chain` (a relay) to every
@@ -52,6 +57,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     crate::staging::clean_stale(&shared.config.store);
+    if let Some(addr) = shared.config.metrics_listen {
+        tokio::spawn(crate::metrics::serve(addr, shared.metrics.clone()));
+    }
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
@@ -104,6 +112,7 @@ async fn handle(
     sessions: &mut tokio::task::JoinSet<()>,
 ) {
     let Ok(permit) = limit.clone().try_acquire_owned() else {
+        shared.metrics.refused_connections.inc();
         warn!(
             "refusing {addr}: {} connections already",
             shared.config.max_connections
@@ -117,8 +126,11 @@ async fn handle(
     };
     let shared = shared.clone();
     let shutdown = shutdown.clone();
+    shared.metrics.sessions.inc();
+    shared.metrics.connections.inc();
     sessions.spawn(async move {
-        crate::session::run(stream, shared, shutdown).await;
+        crate::session::run(stream, shared.clone(), shutdown).await;
+        shared.metrics.connections.dec();
         drop(permit);
     });
 }

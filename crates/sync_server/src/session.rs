@@ -29,6 +29,8 @@ enum Login {
 
 struct Session {
     shared: Arc<Shared>,
+    /// Records of the APPLY MAILBOX being executed (counted when it succeeds).
+    pending_records: u64,
     auth: Authenticator,
     conn: Conn,
     decoder: Decoder,
@@ -76,6 +78,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Re
             login: Login::None,
             peer,
             auth,
+            pending_records: 0,
             shared: shared.clone(),
         };
         match session.serve(&mut shutdown).await {
@@ -206,12 +209,40 @@ impl Session {
             Command::Authenticate { arguments } => self.authenticate(&arguments).await?,
             other => {
                 let name = command_name(&other);
+                if let Command::Apply(apply) = &other {
+                    match apply {
+                        csync_protocol::ApplyCommand::Message(files) => {
+                            self.shared
+                                .metrics
+                                .messages_received
+                                .inc_by(files.len() as u64);
+                            self.shared
+                                .metrics
+                                .message_bytes_received
+                                .inc_by(files.iter().map(|f| u64::from(f.size)).sum());
+                        }
+                        csync_protocol::ApplyCommand::Mailbox { mailbox, .. } => {
+                            self.pending_records =
+                                mailbox.records.as_ref().map_or(0, |r| r.len() as u64);
+                        }
+                        _ => {}
+                    }
+                }
                 let is_exit = other == Command::Exit;
                 let mut out = Vec::new();
                 let executed =
                     tokio::task::block_in_place(|| self.replica.execute(other, &mut out));
                 match executed {
-                    Executed::Status(result) => self.finish(&name, out, result),
+                    Executed::Status(result) => {
+                        if result.is_ok() {
+                            self.shared
+                                .metrics
+                                .records_applied
+                                .inc_by(std::mem::take(&mut self.pending_records));
+                        }
+                        self.pending_records = 0;
+                        self.finish(&name, out, result)
+                    }
                     Executed::Line(line) => self.conn.write_line(line),
                     Executed::NotMine => self.conn.write_line(lines::UNRECOGNIZED),
                 }
@@ -226,6 +257,26 @@ impl Session {
 
     fn finish(&mut self, command: &str, data: Vec<u8>, result: Result<(), Failure>) {
         self.conn.output.extend_from_slice(&data);
+        let kind: String = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let metrics = &self.shared.metrics;
+        match &result {
+            Ok(()) => {
+                metrics.command(&kind, "ok");
+                if kind.starts_with("APPLY") {
+                    metrics.applied_now();
+                }
+            }
+            Err(f) => {
+                let code = f
+                    .status
+                    .line()
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("unknown")
+                    .to_owned();
+                metrics.command(&kind, &code);
+            }
+        }
         match result {
             Ok(()) => {
                 debug!(command, "OK");
@@ -324,6 +375,9 @@ impl Session {
                         &self.shared.config.admins,
                     );
                     tracing::Span::current().record("user", authcid.as_str());
+                    self.shared
+                        .metrics
+                        .login(if admin { "admin" } else { "not_admin" });
                     if admin {
                         info!(
                             "login: {authcid} (replication admin){}",
@@ -349,6 +403,7 @@ impl Session {
     }
 
     async fn fail_login(&mut self, failure: AuthFailure) -> Result<(), ConnError> {
+        self.shared.metrics.login("failed");
         warn!("badlogin from {}: {failure}", self.peer);
         let pause = self.shared.config.failed_login_pause;
         if failure.pauses() && !pause.is_zero() {

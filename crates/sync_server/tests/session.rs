@@ -446,3 +446,53 @@ fn a_cyrus_imap_probe_is_turned_away_at_once() {
         "closed so the client falls back to csync"
     );
 }
+
+fn scrape(port: u16) -> String {
+    for _ in 0..50 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no metrics endpoint on {port}");
+}
+
+#[test]
+fn metrics_count_what_happened() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(&format!("csync_metrics_listen: 127.0.0.1:{port}\n"));
+    let mut c = server.connect();
+    c.greeting();
+    assert_eq!(c.login("repluser", "wrong"), "NO authentication failure");
+    assert_eq!(c.login("repluser", "secret"), "OK Success (no protection)");
+    assert_eq!(c.command(&apply_message(M1, M1_GUID)), ["OK success"]);
+    assert_eq!(
+        c.command(&apply_mailbox(&record(1, 2), 1, 2)),
+        ["OK success"]
+    );
+    assert_eq!(c.command(b"GET USER nobody\r\n"), ["OK success"]);
+    let text = scrape(port);
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    for line in [
+        "csync_server_connections 1",
+        "csync_server_logins_total{result=\"failed\"} 1",
+        "csync_server_logins_total{result=\"admin\"} 1",
+        "csync_server_messages_received_total 1",
+        &format!("csync_server_message_bytes_received_total {}", M1.len()),
+        "csync_server_records_applied_total 1",
+        "csync_server_commands_total{command=\"APPLY MAILBOX\",result=\"ok\"} 1",
+        "csync_server_commands_total{command=\"GET USER\",result=\"ok\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
