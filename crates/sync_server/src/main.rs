@@ -55,7 +55,11 @@ fn csync_port() -> u16 {
 
 fn addresses(listen: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
     if listen.is_empty() {
-        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], csync_port()))]);
+        // Every address, IPv6 and IPv4 (a dual-stack socket; see `bind_default`).
+        return Ok(vec![SocketAddr::from((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            csync_port(),
+        ))]);
     }
     let mut out = Vec::new();
     for spec in listen {
@@ -69,7 +73,15 @@ fn addresses(listen: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Usage errors exit 64 (EX_USAGE) like the Cyrus tools, not clap's 2.
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let level = match args.verbose {
         0 => "warn",
         1 => "info",
@@ -81,6 +93,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,9 +137,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         if listeners.is_empty() {
             for addr in addresses(&args.listen)? {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listening on {addr}"))?;
+                let listener = match TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    // No IPv6 on this host: the default falls back to IPv4.
+                    Err(_) if args.listen.is_empty() => {
+                        let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                        TcpListener::bind(v4)
+                            .await
+                            .with_context(|| format!("listening on {v4}"))?
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("listening on {addr}")),
+                };
                 listeners.push(listener);
             }
         }
