@@ -223,6 +223,26 @@ pub enum Command {
         repair: bool,
     },
 
+    /// Print the store as its users see it over IMAP: the cyrus-test-dump/1 JSON of
+    /// tests/cyrus/dump.py (compare with `dump.py diff <cyrus dir> <file>`)
+    Dump {
+        /// Only these users, comma-separated (default: every user with an INBOX)
+        #[arg(long, value_delimiter = ',', value_name = "USER,...")]
+        users: Vec<String>,
+        /// Leave out the SHA-1 of every message (no message file is read)
+        #[arg(long)]
+        no_bodies: bool,
+        /// Leave out the sieve scripts (active and scripts)
+        #[arg(long)]
+        no_sieve: bool,
+        /// Add the DELETED.* mailboxes (internal names)
+        #[arg(long)]
+        deleted: bool,
+        /// Write to FILE instead of standard output
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+
     /// Export a mailbox as an mboxrd file or a Maildir
     Export {
         mailbox: String,

@@ -14,6 +14,7 @@ use csync_mailstore::{Mailbox, Namespace, Store, StoreError};
 
 use crate::cli::{Command, Limit, SieveAction};
 use crate::conf::{Conf, open_store};
+use crate::dump;
 use crate::export;
 use crate::failure::{Coded, doing, doing_plain, input_error, output_error, status};
 use crate::lineends::LfToCrlf;
@@ -175,6 +176,35 @@ pub fn run(conf: &Conf, command: Command, out: &mut dyn Write) -> Result<u8> {
             mbox,
             maildir,
         } => export(conf, &mailbox, mbox.as_deref(), maildir.as_deref(), out)?,
+        Command::Dump {
+            users,
+            no_bodies,
+            no_sieve,
+            deleted,
+            output,
+        } => {
+            let opts = dump::Options {
+                users: users.into_iter().filter(|u| !u.is_empty()).collect(),
+                no_bodies,
+                no_sieve,
+                deleted,
+            };
+            for user in &opts.users {
+                validate_userid(user).with_context(|| doing("cannot dump", user))?;
+            }
+            let store = open_store(conf)?;
+            match output.as_deref() {
+                Some(path) if path != Path::new("-") => {
+                    let mut text = Vec::new();
+                    dump::write(&store, &opts, &mut text)?;
+                    std::fs::write(path, text)
+                        .map_err(|e| output_error(path, e))
+                        .with_context(|| doing("cannot dump", &path.display().to_string()))?;
+                }
+                _ => dump::write(&store, &opts, out)?,
+            }
+            0
+        }
     };
     out.flush()?;
     Ok(code)
@@ -934,6 +964,77 @@ pub fn warn(message: &str) {
     let _ = writeln!(io::stderr(), "csyncadm: {message}");
 }
 
+/// `passwd`: the replication logins that `sync_server` accepts (SCRAM verifiers, so
+/// PLAIN, LOGIN and SCRAM-SHA-1/256 all work without the password being stored).
+fn passwd(
+    conf: &Conf,
+    user: &str,
+    delete: bool,
+    pipe: bool,
+    file: Option<std::path::PathBuf>,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    use csync_auth::passwd::PasswordFile;
+    let path = file.unwrap_or_else(|| {
+        conf.imapd
+            .string("csync_password_file")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| conf.store.configdirectory.join("csync.passwd"))
+    });
+    let shown = path.display().to_string();
+    let mut passwords = PasswordFile::load_or_new(&path)
+        .with_context(|| doing("cannot read the password file", &shown))?;
+    if delete {
+        if !passwords.remove(user) {
+            return Err(Coded::new(status::NOUSER, format!("{user} is not in {shown}")).into());
+        }
+    } else {
+        let password =
+            read_password(pipe).with_context(|| doing_plain("cannot read the password"))?;
+        passwords
+            .set(user, &password)
+            .with_context(|| doing("cannot set the password", user))?;
+    }
+    // A new replica may not have its configdirectory yet.
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| doing("cannot create the directory of", &shown))?;
+    }
+    passwords
+        .save()
+        .with_context(|| doing("cannot write the password file", &shown))?;
+    writeln!(
+        out,
+        "{} {user} in {shown}",
+        if delete {
+            "deleted"
+        } else {
+            "set password for"
+        }
+    )?;
+    Ok(0)
+}
+
+/// The password from standard input: one line (a terminal gets a prompt; the
+/// password is visible as typed, so prefer `-p` with a pipe for scripts).
+fn read_password(pipe: bool) -> io::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = io::stdin();
+    if !pipe && stdin.is_terminal() {
+        eprint!("Password: ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty password",
+        ));
+    }
+    Ok(password)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,70 +1121,4 @@ mod tests {
         );
         assert!(prefix_to_internal(&netnews, "user/x").is_err());
     }
-}
-
-/// `passwd`: the replication logins that `sync_server` accepts (SCRAM verifiers, so
-/// PLAIN, LOGIN and SCRAM-SHA-1/256 all work without the password being stored).
-fn passwd(
-    conf: &Conf,
-    user: &str,
-    delete: bool,
-    pipe: bool,
-    file: Option<std::path::PathBuf>,
-    out: &mut dyn Write,
-) -> Result<u8> {
-    use csync_auth::passwd::PasswordFile;
-    let path = file.unwrap_or_else(|| {
-        conf.imapd
-            .string("csync_password_file")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| conf.store.configdirectory.join("csync.passwd"))
-    });
-    let shown = path.display().to_string();
-    let mut passwords = PasswordFile::load_or_new(&path)
-        .with_context(|| doing("cannot read the password file", &shown))?;
-    if delete {
-        if !passwords.remove(user) {
-            return Err(Coded::new(status::NOUSER, format!("{user} is not in {shown}")).into());
-        }
-    } else {
-        let password =
-            read_password(pipe).with_context(|| doing_plain("cannot read the password"))?;
-        passwords
-            .set(user, &password)
-            .with_context(|| doing("cannot set the password", user))?;
-    }
-    passwords
-        .save()
-        .with_context(|| doing("cannot write the password file", &shown))?;
-    writeln!(
-        out,
-        "{} {user} in {shown}",
-        if delete {
-            "deleted"
-        } else {
-            "set password for"
-        }
-    )?;
-    Ok(0)
-}
-
-/// The password from standard input: one line (a terminal gets a prompt; the
-/// password is visible as typed, so prefer `-p` with a pipe for scripts).
-fn read_password(pipe: bool) -> io::Result<String> {
-    use std::io::{BufRead, IsTerminal};
-    let stdin = io::stdin();
-    if !pipe && stdin.is_terminal() {
-        eprint!("Password: ");
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
-    if password.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "empty password",
-        ));
-    }
-    Ok(password)
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod conf;
+mod dump;
 mod export;
 mod failure;
 mod lineends;

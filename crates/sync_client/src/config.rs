@@ -14,12 +14,51 @@ use crate::conn::ConnectOptions;
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub connect: ConnectOptions,
-    /// `sync_repeat_interval` (default 1 s): the fallback poll and batching window.
+    /// `sync_repeat_interval` (default 1 s; 0 allowed): the minimum time between two
+    /// rolling runs (the batching window) and the fallback poll.
     pub repeat_interval: Duration,
     /// `sync_reconnect_maxwait` (default 20 min; zero or less: uncapped).
     pub reconnect_maxwait: Option<Duration>,
+    /// `csync_reconnect_initial` (default 15 s, as Cyrus): the first wait before
+    /// reconnecting; it doubles up to `reconnect_maxwait`.
+    pub reconnect_initial: Duration,
+    /// `csync_quarantine_retry` (default 1 h; 0: never): how long a quarantined user
+    /// stays set aside before rolling mode tries it again on its own.
+    pub quarantine_retry: Option<Duration>,
     /// `sync_shutdown_file`.
     pub shutdown_file: Option<PathBuf>,
+    /// `csync_sieve_mailbox`: when to ask the replica for SIEVE-MAILBOX.
+    pub sieve_mailbox: SieveMailbox,
+}
+
+/// `csync_sieve_mailbox: auto | yes | no` (default `auto`): how sieve scripts travel.
+///
+/// csync keeps the scripts it is given (`csyncadm sieve`, legacy `APPLY SIEVE`) in its
+/// own table and replicates them with the script commands (§4.8), which need
+/// SIEVE-MAILBOX off. A store filled by a Cyrus 3.6 master holds them as `#sieve`
+/// mailboxes instead, which replicate only with SIEVE-MAILBOX on (a Cyrus replica
+/// refuses a `#sieve` mailbox otherwise). `auto` turns SIEVE-MAILBOX on when the store
+/// has a `#sieve` mailbox; with it on, table scripts are not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SieveMailbox {
+    Auto,
+    Yes,
+    No,
+}
+
+impl ClientConfig {
+    /// Decides `connect.sieve_mailbox` for this store (see [`SieveMailbox`]).
+    pub fn resolve_sieve_mailbox(
+        &mut self,
+        store: &csync_mailstore::Store,
+    ) -> Result<(), csync_mailstore::StoreError> {
+        self.connect.sieve_mailbox = match self.sieve_mailbox {
+            SieveMailbox::Yes => true,
+            SieveMailbox::No => false,
+            SieveMailbox::Auto => crate::sync::store_has_sieve_mailboxes(store)?,
+        };
+        Ok(())
+    }
 }
 
 /// `host`, `host:port`, `host:port/tls` (spec §1.1). A UNIX socket path is refused:
@@ -128,6 +167,8 @@ impl ClientConfig {
         let timeout = seconds("sync_timeout", 30 * 60)?.max(3) as u64;
         let repeat = seconds("sync_repeat_interval", 1)?.max(0) as u64;
         let maxwait = seconds("sync_reconnect_maxwait", 20 * 60)?;
+        let reconnect_initial = seconds("csync_reconnect_initial", 15)?.max(0) as u64;
+        let quarantine_retry = seconds("csync_quarantine_retry", 60 * 60)?;
         let tls = tls_config(conf, channel)?;
         Ok(ClientConfig {
             connect: ConnectOptions {
@@ -156,9 +197,22 @@ impl ClientConfig {
                 timeout: Duration::from_secs(timeout),
                 tls: Some(tls),
             },
-            repeat_interval: Duration::from_millis(if repeat == 0 { 100 } else { repeat * 1000 }),
+            repeat_interval: Duration::from_secs(repeat),
             reconnect_maxwait: (maxwait > 0).then(|| Duration::from_secs(maxwait as u64)),
+            reconnect_initial: Duration::from_secs(reconnect_initial),
+            quarantine_retry: (quarantine_retry > 0)
+                .then(|| Duration::from_secs(quarantine_retry as u64)),
             shutdown_file: look.string("sync_shutdown_file").map(PathBuf::from),
+            sieve_mailbox: match look.string("csync_sieve_mailbox") {
+                None | Some("auto") => SieveMailbox::Auto,
+                Some(_) => match look
+                    .switch("csync_sieve_mailbox")
+                    .context("csync_sieve_mailbox (auto, yes or no)")?
+                {
+                    Some(true) => SieveMailbox::Yes,
+                    _ => SieveMailbox::No,
+                },
+            },
         })
     }
 }

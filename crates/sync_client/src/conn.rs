@@ -146,7 +146,12 @@ impl Stream {
 /// Counters of one connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
+    /// Every command sent (session commands such as COMPRESS and EXIT included).
     pub commands: u64,
+    /// `GET ...` commands (reads).
+    pub gets: u64,
+    /// `APPLY ...` commands (changes on the replica, `APPLY MESSAGE` included).
+    pub applies: u64,
     pub messages_sent: u64,
     pub message_bytes_sent: u64,
     pub wire_bytes_out: u64,
@@ -520,11 +525,15 @@ impl Connection {
         self.encoder.clear();
         command.encode(&mut self.encoder);
         let bytes = self.encoder.take();
-        debug!(
-            command = %String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).trim_end(),
-            "sending"
-        );
+        log_sending(&bytes);
         self.stats.commands += 1;
+        match command {
+            Command::Get(_) => self.stats.gets += 1,
+            // A session negotiation, not a change.
+            Command::Apply(csync_protocol::ApplyCommand::Capabilities(_)) => {}
+            Command::Apply(_) => self.stats.applies += 1,
+            _ => {}
+        }
         let sent = self.send_raw(&bytes);
         self.encoder = Encoder::with_buffer(LiteralStyle::NonSynchronizing, bytes);
         sent?;
@@ -544,11 +553,18 @@ impl Connection {
             Encoder::new(LiteralStyle::NonSynchronizing),
         );
         encoder.clear();
+        // Streamed commands are APPLY MAILBOX (the only large command).
         self.stats.commands += 1;
+        self.stats.applies += 1;
+        let mut logged = false;
         let result = {
             let mut flush = |enc: &mut Encoder| -> Result<(), ConnError> {
                 if enc.bytes().len() >= FLUSH_AT {
                     let bytes = enc.take();
+                    if !logged {
+                        log_sending(&bytes);
+                        logged = true;
+                    }
                     self.send_raw(&bytes)?;
                 }
                 Ok(())
@@ -558,6 +574,9 @@ impl Connection {
         let rest = encoder.take();
         self.encoder = encoder;
         result?;
+        if !logged {
+            log_sending(&rest);
+        }
         self.send_raw(&rest)?;
         self.read_reply(Required::ListReply)
     }
@@ -578,6 +597,7 @@ impl Connection {
         }
         let mut enc = Encoder::new(LiteralStyle::NonSynchronizing);
         csync_protocol::command::encode_apply_message_start(&mut enc);
+        debug!(command = %format!("APPLY MESSAGE ({} files)", pending.len()), "sending");
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent_bytes = 0u64;
         for f in &pending {
@@ -610,6 +630,7 @@ impl Connection {
         let tail = enc.take();
         self.send_raw(&tail)?;
         self.stats.commands += 1;
+        self.stats.applies += 1;
         let reply = self.read_reply(Required::ListReply)?;
         if reply.status() == SyncStatus::Ok {
             for f in &pending {
@@ -666,6 +687,14 @@ impl Connection {
     pub fn target(&self) -> &str {
         &self.target
     }
+}
+
+/// The `-vv` line of a command: its first 120 bytes.
+fn log_sending(bytes: &[u8]) {
+    debug!(
+        command = %String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).trim_end(),
+        "sending"
+    );
 }
 
 /// One message file to upload.

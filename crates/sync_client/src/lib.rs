@@ -6,12 +6,17 @@
 //! * [`sync`]: the algorithm of spec §4 (USER, mailbox-list and META syncs, the
 //!   folder pass, the unchanged check, quotas, subscriptions, seen, sieve)
 //! * [`repair`]: the full update of §4.6
+//! * [`rolling`]: rolling replication from the sync_log (`-r`, `-R`, `-1`), the
+//!   quarantine of failing users and the per-user sync lock
 //! * [`config`]: imapd.conf keys, channel-prefixed
 //! * [`progress`]: the progress line of long manual runs
+//! * [`verify`]: `--verify`, the read-only comparison with the replica
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod conn;
 pub mod progress;
 pub mod repair;
+pub mod rolling;
 pub mod sync;
+pub mod verify;

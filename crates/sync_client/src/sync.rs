@@ -85,7 +85,7 @@ pub struct ReplicaUser {
 }
 
 impl ReplicaUser {
-    fn from_reply(reply: Reply) -> ReplicaUser {
+    pub(crate) fn from_reply(reply: Reply) -> ReplicaUser {
         let mut user = ReplicaUser::default();
         for item in reply.data {
             match item {
@@ -184,11 +184,14 @@ impl Syncer<'_> {
                 info!("{userid} has no INBOX here: skipped");
                 return Ok(());
             }
+            // The #sieve mailbox travels as a mailbox only with SIEVE-MAILBOX (§4.2
+            // step 4); a replica refuses it otherwise.
+            let sieve_mailbox = self.conn.sieve_mailbox;
             let master: Vec<Mailbox> = self
                 .store
                 .user_mailboxes(userid)?
                 .into_iter()
-                .filter(|m| !m.is_tombstone())
+                .filter(|m| !m.is_tombstone() && (sieve_mailbox || !is_sieve_mailbox(m)))
                 .collect();
             match self.folder_pass(&master, &replica.mailboxes, true) {
                 Ok(()) => {}
@@ -206,6 +209,11 @@ impl Syncer<'_> {
             self.sync_subscriptions(userid, &replica.lsub)?;
             if !self.conn.sieve_mailbox {
                 self.sync_sieve(userid, &replica.sieve)?;
+            } else if !self.store.sieve_entries(userid)?.is_empty() {
+                warn!(
+                    "{userid}: sieve scripts in csync's table are not replicated while \
+                     SIEVE-MAILBOX is on (csync_sieve_mailbox)"
+                );
             }
             self.sync_seen(userid, &replica.seen)?;
             self.progress.user_done();
@@ -235,7 +243,26 @@ impl Syncer<'_> {
         let mut wanted: Vec<String> = names.to_vec();
         wanted.sort();
         wanted.dedup();
+        // §4.3 step 2: without SIEVE-MAILBOX a #sieve mailbox is not sent (a replica
+        // refuses it); its user gets a META sync (scripts) at the end instead.
+        let mut sieve_users: BTreeSet<String> = BTreeSet::new();
+        if !self.conn.sieve_mailbox {
+            let mut kept = Vec::new();
+            for name in wanted {
+                match self.store.mailbox(&name)? {
+                    Some(m) if is_sieve_mailbox(&m) => {
+                        debug!("{name}: #sieve mailbox skipped (no SIEVE-MAILBOX)");
+                        sieve_users.extend(m.owner);
+                    }
+                    _ => kept.push(name),
+                }
+            }
+            wanted = kept;
+        }
         for attempt in 0..3 {
+            if wanted.is_empty() {
+                break;
+            }
             let replica = self.get_mailboxes(&wanted)?;
             let mut master = Vec::new();
             for name in &wanted {
@@ -245,15 +272,16 @@ impl Syncer<'_> {
                     master.push(m);
                 }
             }
-            // A mailbox renamed here may still be under its old name on the replica:
-            // ask for the names the replica reported too, by uniqueid.
             match self.folder_pass(&master, &replica, false) {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(SyncError::Again(why)) if attempt < 2 => debug!("again: {why}"),
                 Err(e) => return Err(e),
             }
         }
-        Err(SyncError::Again(format!("mailboxes {}", wanted.join(" "))))
+        for userid in &sieve_users {
+            self.sync_meta(userid)?;
+        }
+        Ok(())
     }
 
     /// The folder pass (§4.4).
@@ -530,6 +558,10 @@ impl Syncer<'_> {
         let since_modseq = replica.map_or(0, |r| r.highestmodseq);
         let replica_last_uid = replica.map_or(0, |r| r.last_uid);
         let partition = self.target_partition(&m);
+        // The header and the records are separate reads: a message delivered in
+        // between has a uid above the header's LAST_UID and waits for the next sync
+        // (its APPEND record triggers one) rather than contradict the header.
+        let header_last_uid = m.state.last_uid;
         // Upload what the replica lacks, ≤ 1024 files per APPLY MESSAGE.
         let mut batch: Vec<MessageUpload> = Vec::new();
         let mut pending_error: Option<SyncError> = None;
@@ -542,6 +574,7 @@ impl Syncer<'_> {
                     let r = &rec.record;
                     if !rec.has_file
                         || r.uid <= replica_last_uid
+                        || r.uid > header_last_uid
                         || conn.is_staged(&partition, &r.guid)
                     {
                         return Ok(());
@@ -597,6 +630,9 @@ impl Syncer<'_> {
             let mut io_error = None;
             store
                 .for_each_record(m.id, since_modseq, |rec| {
+                    if rec.record.uid > header_last_uid {
+                        return Ok(());
+                    }
                     rec.record.encode(enc);
                     records_sent += 1;
                     if let Err(e) = flush(enc) {
@@ -620,21 +656,7 @@ impl Syncer<'_> {
 
     /// §4.5 step 7: nothing to send when every field and both CRCs agree.
     fn unchanged(&self, m: &Mailbox, r: &MailboxState) -> bool {
-        let l = &m.state;
-        l.mboxtype == r.mboxtype
-            && l.last_uid == r.last_uid
-            && l.highestmodseq == r.highestmodseq
-            && l.uidvalidity == r.uidvalidity
-            && l.recentuid == r.recentuid
-            && l.recenttime == r.recenttime
-            && l.pop3_last_login == r.pop3_last_login
-            && l.pop3_show_after == r.pop3_show_after
-            && option_bits(&l.options) == option_bits(&r.options)
-            && (r.foldermodseq == 0 || l.foldermodseq == r.foldermodseq)
-            && l.acl == r.acl
-            && annotation_set(&l.annotations) == annotation_set(&r.annotations)
-            && crc_matches(l.sync_crc, r.sync_crc)
-            && crc_matches(l.sync_crc_annot.unwrap_or(0), r.sync_crc_annot.unwrap_or(0))
+        mailbox_differences(&m.state, r).is_empty()
     }
 
     fn sync_quotas_of_user(
@@ -910,6 +932,33 @@ impl Syncer<'_> {
     }
 }
 
+/// A `#sieve` mailbox (type `f`, §8.7).
+pub fn is_sieve_mailbox(m: &Mailbox) -> bool {
+    m.state
+        .mboxtype
+        .as_deref()
+        .is_some_and(|t| t.starts_with('f'))
+}
+
+/// True when the store holds any `#sieve` mailbox (a store fed by a Cyrus 3.6 master
+/// with SIEVE-MAILBOX): what `csync_sieve_mailbox: auto` decides on.
+pub fn store_has_sieve_mailboxes(store: &Store) -> Result<bool, StoreError> {
+    let mut found = false;
+    let result = store.for_each_mailbox(None, |m| {
+        if is_sieve_mailbox(&m) && !m.is_tombstone() {
+            found = true;
+            // Stops the walk; not an error.
+            return Err(StoreError::Invalid(String::new()));
+        }
+        Ok(())
+    });
+    match result {
+        Err(_) if found => Ok(true),
+        Err(e) => Err(e),
+        Ok(()) => Ok(false),
+    }
+}
+
 fn upload(
     conn: &mut Connection,
     progress: &mut Progress,
@@ -935,7 +984,116 @@ fn empty_reply() -> Reply {
     }
 }
 
-fn same_limits(a: &Quota, b: &Quota) -> bool {
+/// One field of the unchanged check (§4.5 step 7) on which master and replica differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldDiff {
+    pub field: &'static str,
+    pub local: String,
+    pub replica: String,
+}
+
+impl std::fmt::Display for FieldDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} local={} replica={}",
+            self.field, self.local, self.replica
+        )
+    }
+}
+
+/// The unchanged check of §4.5 step 7, field by field: everything the master compares
+/// before deciding that a mailbox needs no `APPLY MAILBOX` (type, LAST_UID,
+/// HIGHESTMODSEQ, UIDVALIDITY, RECENTUID, RECENTTIME, POP3_LAST_LOGIN,
+/// POP3_SHOW_AFTER, the syncable OPTIONS bits, FOLDERMODSEQ when the replica sent one,
+/// the ACL byte for byte, the mailbox annotations, and both CRCs with zero as a
+/// wildcard). `local` carries the master's stored CRCs. Empty: unchanged.
+pub fn mailbox_differences(local: &MailboxState, replica: &MailboxState) -> Vec<FieldDiff> {
+    let mut out = Vec::new();
+    let mut differ = |field: &'static str, same: bool, l: String, r: String| {
+        if !same {
+            out.push(FieldDiff {
+                field,
+                local: l,
+                replica: r,
+            });
+        }
+    };
+    let (l, r) = (local, replica);
+    let show_type = |t: &Option<String>| t.clone().unwrap_or_else(|| "e".into());
+    differ(
+        "mboxtype",
+        l.mboxtype == r.mboxtype,
+        show_type(&l.mboxtype),
+        show_type(&r.mboxtype),
+    );
+    macro_rules! field {
+        ($name:literal, $f:ident) => {
+            differ($name, l.$f == r.$f, l.$f.to_string(), r.$f.to_string())
+        };
+    }
+    field!("last_uid", last_uid);
+    field!("highestmodseq", highestmodseq);
+    field!("uidvalidity", uidvalidity);
+    field!("recentuid", recentuid);
+    field!("recenttime", recenttime);
+    field!("pop3_last_login", pop3_last_login);
+    field!("pop3_show_after", pop3_show_after);
+    differ(
+        "options",
+        option_bits(&l.options) == option_bits(&r.options),
+        format!("{:?}", l.options),
+        format!("{:?}", r.options),
+    );
+    differ(
+        "foldermodseq",
+        r.foldermodseq == 0 || l.foldermodseq == r.foldermodseq,
+        l.foldermodseq.to_string(),
+        r.foldermodseq.to_string(),
+    );
+    differ(
+        "acl",
+        l.acl == r.acl,
+        format!("{:?}", l.acl),
+        format!("{:?}", r.acl),
+    );
+    let (la, ra) = (
+        annotation_set(&l.annotations),
+        annotation_set(&r.annotations),
+    );
+    differ(
+        "annotations",
+        la == ra,
+        show_annotations(&la),
+        show_annotations(&ra),
+    );
+    differ(
+        "sync_crc",
+        crc_matches(l.sync_crc, r.sync_crc),
+        l.sync_crc.to_string(),
+        r.sync_crc.to_string(),
+    );
+    let (lc, rc) = (l.sync_crc_annot.unwrap_or(0), r.sync_crc_annot.unwrap_or(0));
+    differ(
+        "sync_crc_annot",
+        crc_matches(lc, rc),
+        lc.to_string(),
+        rc.to_string(),
+    );
+    out
+}
+
+fn show_annotations(set: &BTreeSet<(&str, &str, &[u8])>) -> String {
+    let items: Vec<String> = set
+        .iter()
+        .map(|(entry, userid, value)| {
+            format!("{entry}[{userid}]={:?}", String::from_utf8_lossy(value))
+        })
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+pub(crate) fn same_limits(a: &Quota, b: &Quota) -> bool {
     a.storage_limit() == b.storage_limit()
         && a.message == b.message
         && a.annotation_storage == b.annotation_storage
@@ -971,5 +1129,92 @@ fn apply_name(command: &ApplyCommand) -> &'static str {
         ApplyCommand::Unuser { .. } => "APPLY UNUSER",
         ApplyCommand::Force => "APPLY FORCE",
         ApplyCommand::Capabilities(_) => "APPLY CAPABILITIES",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csync_mailstore::StoreConfig;
+    use csync_protocol::mailbox::Annotation;
+
+    fn state() -> MailboxState {
+        MailboxState {
+            uniqueid: "u1".into(),
+            mboxname: "user.alice".into(),
+            sync_crc: 7,
+            sync_crc_annot: Some(12345678),
+            last_uid: 5,
+            highestmodseq: 9,
+            uidvalidity: 1700000000,
+            partition: "default".into(),
+            acl: "alice\tlrswipkxtecdan\t".into(),
+            options: "P".into(),
+            foldermodseq: 3,
+            ..MailboxState::default()
+        }
+    }
+
+    #[test]
+    fn unchanged_check_lists_every_differing_field() {
+        let local = state();
+        assert!(mailbox_differences(&local, &local).is_empty());
+        let mut replica = state();
+        replica.last_uid = 4;
+        replica.acl = "alice\tlrs\t".into();
+        replica.sync_crc = 8;
+        replica.annotations = vec![Annotation {
+            entry: "/comment".into(),
+            userid: String::new(),
+            modseq: 2,
+            value: b"x".to_vec(),
+        }];
+        let fields: Vec<&str> = mailbox_differences(&local, &replica)
+            .iter()
+            .map(|d| d.field)
+            .collect();
+        assert_eq!(fields, ["last_uid", "acl", "annotations", "sync_crc"]);
+        let d = &mailbox_differences(&local, &replica)[0];
+        assert_eq!(d.to_string(), "last_uid local=5 replica=4");
+    }
+
+    #[test]
+    fn unchanged_check_wildcards_and_ignored_fields() {
+        let local = state();
+        let mut replica = state();
+        // Zero CRCs are wildcards, a zero FOLDERMODSEQ means "not sent", and only
+        // the P S D A option letters count.
+        replica.sync_crc = 0;
+        replica.sync_crc_annot = None;
+        replica.foldermodseq = 0;
+        replica.options = "PX".into();
+        replica.partition = "other".into();
+        replica.last_appenddate = 99;
+        assert!(mailbox_differences(&local, &replica).is_empty());
+        replica.options = "PS".into();
+        assert_eq!(mailbox_differences(&local, &replica)[0].field, "options");
+    }
+
+    #[test]
+    fn sieve_mailboxes_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(StoreConfig::single_dir(dir.path())).unwrap();
+        store.create_mailbox("user.alice", None, None).unwrap();
+        assert!(!store_has_sieve_mailboxes(&store).unwrap());
+        let sieve = MailboxState {
+            uniqueid: "s1".into(),
+            mboxname: "user.alice.#sieve".into(),
+            mboxtype: Some("f".into()),
+            uidvalidity: 1,
+            partition: "default".into(),
+            ..MailboxState::default()
+        };
+        store.write(|txn| txn.create_mailbox(&sieve)).unwrap();
+        assert!(store_has_sieve_mailboxes(&store).unwrap());
+        let m = store.mailbox("user.alice.#sieve").unwrap().unwrap();
+        assert!(is_sieve_mailbox(&m));
+        assert!(!is_sieve_mailbox(
+            &store.mailbox("user.alice").unwrap().unwrap()
+        ));
     }
 }

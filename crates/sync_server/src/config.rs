@@ -108,7 +108,10 @@ impl ServerConfig {
             tls_cert: conf.string("tls_server_cert").map(PathBuf::from),
             tls_key: conf.string("tls_server_key").map(PathBuf::from),
             offer_compress: switch("csync_compress", true)?,
-            offer_sieve_mailbox: switch("csync_sieve_mailbox", true)?,
+            // The key is shared with sync_client, where `auto` is its default: for
+            // offering, `auto` is yes.
+            offer_sieve_mailbox: conf.string("csync_sieve_mailbox") == Some("auto")
+                || switch("csync_sieve_mailbox", true)?,
             compress_level: int("csync_compress_level", 1)?.clamp(0, 9) as u32,
             sync_log_chain: switch("sync_log_chain", false)?,
             max_connections: int("csync_max_connections", 200)?.max(1) as usize,

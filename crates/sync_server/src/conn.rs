@@ -112,8 +112,7 @@ impl Conn {
         loop {
             while self.pos < self.input.len() {
                 let input = &self.input[self.pos..];
-                let feed = tokio::task::block_in_place(|| decoder.feed(input, sink))
-                    .map_err(ConnError::Decode)?;
+                let feed = decoder.feed(input, sink).map_err(ConnError::Decode)?;
                 self.pos += feed.consumed;
                 if feed.complete {
                     return Ok(ReadOutcome::Line);
