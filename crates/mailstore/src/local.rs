@@ -93,25 +93,23 @@ impl Store {
             (None, None) => "anyone\tlrs\t".to_owned(),
         };
         let name = name.to_owned();
+        let ns = self.config.namespace.clone();
         self.write(|txn| {
-            let quotaroot = txn.quota_root_for(&name)?;
-            let state = MailboxState {
-                uniqueid: new_uniqueid(),
-                mboxname: name.clone(),
-                uidvalidity: now() as u32,
-                partition,
-                acl,
-                options: "P".into(),
-                quotaroot,
-                createdmodseq: 1,
-                foldermodseq: 1,
-                ..MailboxState::default()
-            };
-            let mut m = txn.create_mailbox(&state)?;
-            m.state.highestmodseq = 1;
-            txn.update_header(&m)?;
-            txn.log(LogEntry::Mailbox(name.clone()));
-            txn.mailbox_by_id(m.id)
+            // Like IMAP CREATE in Cyrus 3.6: missing parents become real mailboxes
+            // first, so a replica never has to invent them (it would give them
+            // uniqueids of its own).
+            for parent in missing_parents(&ns, &name) {
+                if txn.mailbox(&parent)?.is_some_and(|m| m.is_real()) {
+                    continue;
+                }
+                let parent_owner = ns.owner(&parent);
+                let parent_acl = match &parent_owner {
+                    Some(o) => format!("{o}\tlrswipkxtecdan\t"),
+                    None => acl.clone(),
+                };
+                create_one(txn, &parent, &partition, &parent_acl)?;
+            }
+            create_one(txn, &name, &partition, &acl)
         })
     }
 
@@ -137,7 +135,14 @@ impl Store {
                 .ok_or_else(|| StoreError::NoSuchMailbox(name.clone()))?;
             match mode {
                 DeleteMode::Delayed if !txn.config().namespace.is_deleted(&name) => {
-                    let target = txn.config().namespace.deleted_name(&name, now());
+                    // The same name deleted twice in one second would collide:
+                    // take the next free timestamp.
+                    let mut t = now();
+                    let mut target = txn.config().namespace.deleted_name(&name, t);
+                    while txn.mailbox(&target)?.is_some() {
+                        t += 1;
+                        target = txn.config().namespace.deleted_name(&name, t);
+                    }
                     let partition = m.state.partition.clone();
                     rename_one(txn, &m, &target, &partition)
                 }
@@ -648,4 +653,47 @@ impl Txn<'_> {
         }
         Ok(out)
     }
+}
+
+/// The ancestors of `name` that a CREATE makes first (not the bare `user` level,
+/// nor anything for `DELETED.` names), outermost first.
+fn missing_parents(ns: &crate::names::Namespace, name: &str) -> Vec<String> {
+    if ns.is_deleted(name) {
+        return Vec::new();
+    }
+    let (domain, local) = crate::names::split_domain(name);
+    let parts: Vec<&str> = local.split('.').collect();
+    let mut out = Vec::new();
+    for i in 1..parts.len() {
+        if i == 1 && parts[0] == "user" {
+            continue;
+        }
+        let prefix = parts[..i].join(".");
+        out.push(match domain {
+            Some(d) => format!("{d}!{prefix}"),
+            None => prefix,
+        });
+    }
+    out
+}
+
+fn create_one(txn: &mut Txn<'_>, name: &str, partition: &str, acl: &str) -> Result<Mailbox> {
+    let quotaroot = txn.quota_root_for(name)?;
+    let state = MailboxState {
+        uniqueid: new_uniqueid(),
+        mboxname: name.to_owned(),
+        uidvalidity: now() as u32,
+        partition: partition.to_owned(),
+        acl: acl.to_owned(),
+        options: "P".into(),
+        quotaroot,
+        createdmodseq: 1,
+        foldermodseq: 1,
+        ..MailboxState::default()
+    };
+    let mut m = txn.create_mailbox(&state)?;
+    m.state.highestmodseq = 1;
+    txn.update_header(&m)?;
+    txn.log(LogEntry::Mailbox(name.to_owned()));
+    txn.mailbox_by_id(m.id)
 }

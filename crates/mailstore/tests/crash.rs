@@ -315,8 +315,21 @@ impl Op {
         let flags = |words: &[String]| Flags::parse(words.iter().map(String::as_str));
         match self {
             Op::Create { name, partition } => {
-                let m = store.create_mailbox(name, Some(partition), None)?;
-                return Ok(m.state.uniqueid);
+                // CREATE also makes missing parents: report every mailbox it made,
+                // outermost first, as `name=uniqueid,...`.
+                let chain = with_ancestors(name);
+                let mut before = Vec::new();
+                for n in &chain {
+                    before.push(store.mailbox(n)?.is_some_and(|m| m.is_real()));
+                }
+                store.create_mailbox(name, Some(partition), None)?;
+                let mut made = Vec::new();
+                for (n, existed) in chain.iter().zip(before) {
+                    if !existed && let Some(m) = store.mailbox(n)? {
+                        made.push(format!("{n}={}", m.state.uniqueid));
+                    }
+                }
+                return Ok(made.join(","));
             }
             Op::Deliver {
                 mailbox,
@@ -485,15 +498,20 @@ impl Model {
     fn apply(&mut self, op: &Op, outcome: &str, immediate: bool) {
         match op {
             Op::Create { name, partition } => {
-                let mbox = Mbox {
-                    uniqueid: outcome.to_owned(),
-                    partition: partition.clone(),
-                    tombstone: false,
-                    last_uid: 0,
-                    records: BTreeMap::new(),
-                    annotations: Annotations::new(),
-                };
-                self.mailboxes.insert(name.clone(), mbox);
+                for made in outcome.split(',').filter(|m| !m.is_empty()) {
+                    let (made_name, uniqueid) = made
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad create outcome {outcome:?} of {name}"));
+                    let mbox = Mbox {
+                        uniqueid: uniqueid.to_owned(),
+                        partition: partition.clone(),
+                        tombstone: false,
+                        last_uid: 0,
+                        records: BTreeMap::new(),
+                        annotations: Annotations::new(),
+                    };
+                    self.mailboxes.insert(made_name.to_owned(), mbox);
+                }
             }
             Op::Deliver {
                 mailbox,
@@ -623,7 +641,21 @@ impl Model {
     /// The outcome of an unacknowledged `op`, if the store shows it committed.
     fn outcome_in(&self, op: &Op, actual: &Model) -> String {
         let found = match op {
-            Op::Create { name, .. } => actual.mailboxes.get(name).map(|m| m.uniqueid.clone()),
+            Op::Create { name, .. } => {
+                let made: Vec<String> = with_ancestors(name)
+                    .iter()
+                    .filter(|n| self.mailboxes.get(*n).is_none_or(|m| m.tombstone))
+                    .filter_map(|n| {
+                        actual
+                            .mailboxes
+                            .get(n)
+                            .filter(|m| !m.tombstone)
+                            .map(|m| format!("{n}={}", m.uniqueid))
+                    })
+                    .collect();
+                (!made.is_empty() && actual.mailboxes.get(name).is_some_and(|m| !m.tombstone))
+                    .then(|| made.join(","))
+            }
             Op::Delete { mailbox } => {
                 let uniqueid = &self.mailboxes[mailbox].uniqueid;
                 actual
@@ -1083,4 +1115,10 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!("{ITERATIONS} passed, 0 failed");
+}
+
+/// `user.u0.a.b` → `user.u0`, `user.u0.a`, `user.u0.a.b`: what a CREATE may make.
+fn with_ancestors(name: &str) -> Vec<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    (2..=parts.len()).map(|i| parts[..i].join(".")).collect()
 }

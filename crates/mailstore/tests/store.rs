@@ -542,3 +542,50 @@ fn a_renamed_mailbox_counts_against_the_quota_root_of_its_new_name() {
         Some("user.anna")
     );
 }
+
+#[test]
+fn create_makes_missing_parents_real_mailboxes_first() {
+    let (_dir, mut store, log) = store();
+    store.create_mailbox("user.john.A.B.C", None, None).unwrap();
+    for name in [
+        "user.john",
+        "user.john.A",
+        "user.john.A.B",
+        "user.john.A.B.C",
+    ] {
+        assert!(store.real_mailbox(name).is_ok(), "{name}");
+    }
+    assert_eq!(
+        log.take(),
+        [
+            "user.john",
+            "user.john.A",
+            "user.john.A.B",
+            "user.john.A.B.C"
+        ]
+        .map(|n| LogEntry::Mailbox(s(n)))
+    );
+    store
+        .create_mailbox("shared.lists.dev", None, None)
+        .unwrap();
+    assert!(store.real_mailbox("shared").is_ok());
+    assert!(store.real_mailbox("shared.lists").is_ok());
+    assert!(store.mailbox("user").unwrap().is_none());
+}
+
+#[test]
+fn deleting_the_same_name_twice_in_one_second_keeps_both_copies() {
+    let (_dir, mut store, _log) = store();
+    store.create_mailbox("user.john.X", None, None).unwrap();
+    store.delete_mailbox("user.john.X").unwrap();
+    store.create_mailbox("user.john.X", None, None).unwrap();
+    store.delete_mailbox("user.john.X").unwrap();
+    let deleted: Vec<String> = store
+        .user_mailboxes("john")
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.name().starts_with("DELETED."))
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+}
