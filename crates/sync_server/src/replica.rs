@@ -640,6 +640,7 @@ impl Replica {
     /// `APPLY MAILBOX` (spec §3.4.3), validated completely before anything changes.
     fn apply_mailbox(&mut self, master: MailboxState) -> Outcome {
         let name = master.mboxname.clone();
+        let _span = tracing::info_span!("mailbox", mailbox = %name).entered();
         let is_sieve = master
             .mboxtype
             .as_deref()

@@ -496,3 +496,33 @@ fn metrics_count_what_happened() {
         );
     }
 }
+
+#[test]
+fn applied_changes_reach_the_replicas_own_sync_log_only_when_chaining() {
+    for chain in [false, true] {
+        let server = Server::start(&format!(
+            "sync_log: yes\nsync_log_chain: {}\n",
+            if chain { "yes" } else { "no" }
+        ));
+        let mut c = server.connect();
+        c.greeting();
+        assert_eq!(c.login("repluser", "secret"), "OK Success (no protection)");
+        assert_eq!(c.command(&apply_message(M1, M1_GUID)), ["OK success"]);
+        assert_eq!(
+            c.command(&apply_mailbox(&record(1, 2), 1, 2)),
+            ["OK success"]
+        );
+        assert_eq!(
+            c.command(b"APPLY SUB %(USERID john MBOXNAME user.john)\r\n"),
+            ["OK success"]
+        );
+        let log = std::fs::read_to_string(server.root().join("conf/sync/log")).unwrap_or_default();
+        if chain {
+            // A relay logs what it applied, so its own sync_client passes it on.
+            assert_eq!(log, "APPEND user.john\nSUB john user.john\n");
+        } else {
+            // A plain replica never feeds changes back (no loops).
+            assert_eq!(log, "");
+        }
+    }
+}
