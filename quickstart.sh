@@ -11,7 +11,9 @@ cmd=start
 if [ "${1:-}" = stop ]; then cmd=stop; shift; fi
 DIR="$(realpath -m "${1:-./csync-demo}")"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-BIN="$HERE/target/release"
+# CSYNC_PROFILE=debug uses debug builds (the tests do; release is for real use).
+PROFILE="${CSYNC_PROFILE:-release}"
+BIN="${CARGO_TARGET_DIR:-$HERE/target}/$PROFILE"
 
 stop_pair() {
     local stopped=0
@@ -34,8 +36,12 @@ stop_pair() {
 
 if [ "$cmd" = stop ]; then stop_pair; exit 0; fi
 
-echo "== building csync (release)"
-(cd "$HERE" && cargo build --release --quiet --bins)
+echo "== building csync ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+    (cd "$HERE" && cargo build --release --quiet --bins)
+else
+    (cd "$HERE" && cargo build --quiet --bins)
+fi
 
 if [ -f "$DIR/server.pid" ] && kill -0 "$(cat "$DIR/server.pid")" 2>/dev/null; then
     echo "a pair is already running in $DIR; stop it with: $0 stop $DIR" >&2
