@@ -21,8 +21,10 @@
 //!   fails is retried a few times within the run, and then the user is quarantined
 //!   (see [`quarantine`]): its records leave the log for `quarantine-log`, it is
 //!   listed in `quarantine`, and later runs skip it until it is released. A user
-//!   whose work keeps killing the connection (five aborted runs in a row) is
-//!   quarantined the same way. When two or more users fail and nothing at all
+//!   whose work keeps killing the connection is quarantined the same way: five runs in
+//!   a row lost a live connection while working on it, and each time the replica took
+//!   the very next connection (so it was the session that died, not the replica; a
+//!   connection that was idle before the run and fails at once blames nobody). When two or more users fail and nothing at all
 //!   succeeds, the replica may be at fault: the run is retried later, and the users
 //!   are quarantined only if that happens five times in a row (so two broken users
 //!   alone in a log cannot stall everyone behind them for long).
@@ -60,6 +62,14 @@ use quarantine::{Quarantine, QuarantineEntry, QuarantineError, Subject, subjects
 /// Environment variable that shortens the first reconnect wait (milliseconds), for
 /// tests; `csync_reconnect_initial` is the imapd.conf key (seconds).
 pub const RECONNECT_INITIAL_ENV: &str = "CSYNC_RECONNECT_INITIAL_MS";
+
+/// The longest the loop ever waits at once (an "uncapped" backoff stops growing here).
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `t + d`, with `d` at most [`LONGEST_WAIT`] so that it cannot overflow.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(LONGEST_WAIT)).unwrap_or(t)
+}
 
 /// Why the loop woke up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +365,11 @@ pub struct Rolling<'a> {
     connected_at: Instant,
     watcher: Option<notify::RecommendedWatcher>,
     pending: bool,
+    /// The connection was made for the current run (it cannot be a stale one).
+    fresh: bool,
+    /// Who a run that lost its connection was working on: blamed only if the replica
+    /// takes the very next connection (else it was the replica that went away).
+    suspects: Vec<(Subject, FailureInfo)>,
     log: SyncLog,
     reader: LogReader,
     quarantine: Quarantine,
@@ -399,6 +414,8 @@ impl<'a> Rolling<'a> {
             connected_at: Instant::now(),
             watcher: None,
             pending: false,
+            fresh: false,
+            suspects: Vec::new(),
             log: SyncLog::new(&opts.config_dir, vec![opts.channel.clone()]),
             reader: LogReader::new(log_path),
             quarantine: Quarantine::new(&log_dir, &opts.deleted_prefix),
@@ -422,7 +439,7 @@ impl<'a> Rolling<'a> {
 
     /// Waits `d`, waking early only for a stop. Returns true when stopping.
     fn sleep(&mut self, d: Duration) -> bool {
-        self.sleep_until(Instant::now() + d)
+        self.sleep_until(after(Instant::now(), d))
     }
 
     fn sleep_until(&mut self, until: Instant) -> bool {
@@ -464,8 +481,8 @@ impl<'a> Rolling<'a> {
     /// for the poll period to pass.
     fn wait_for_work(&mut self, last_run: Option<Instant>) {
         let start = Instant::now();
-        let deadline = start + self.poll_period();
-        let earliest = last_run.map_or(start, |t| t + self.opts.interval);
+        let deadline = after(start, self.poll_period());
+        let earliest = last_run.map_or(start, |t| after(t, self.opts.interval));
         loop {
             if self.stopped() {
                 return;
@@ -569,6 +586,7 @@ impl<'a> Rolling<'a> {
             return Ok(true);
         }
         let mut delay = self.opts.reconnect_initial;
+        let mut first = true;
         loop {
             if self.stopped() {
                 return Ok(false);
@@ -583,9 +601,21 @@ impl<'a> Rolling<'a> {
                     );
                     self.conn = Some(conn);
                     self.connected_at = Instant::now();
+                    self.fresh = true;
+                    // The replica stayed up while our session died: its work is the
+                    // suspect (a Cyrus replica process dies on some bad input).
+                    let suspects = std::mem::take(&mut self.suspects);
+                    if first {
+                        self.blame(suspects);
+                    }
                     return Ok(true);
                 }
                 Err(source) => {
+                    first = false;
+                    if !self.suspects.is_empty() {
+                        debug!("the replica itself went away: nobody to blame");
+                        self.suspects.clear();
+                    }
                     let target =
                         format!("{}:{}", self.client.connect.host, self.client.connect.port);
                     if self.opts.connect_once {
@@ -604,10 +634,7 @@ impl<'a> Rolling<'a> {
     }
 
     fn cap(&self, d: Duration) -> Duration {
-        match self.opts.reconnect_max {
-            Some(max) => d.min(max),
-            None => d,
-        }
+        d.min(self.opts.reconnect_max.unwrap_or(LONGEST_WAIT))
     }
 
     /// The wait before retrying after `self.aborts` failed runs in a row: none after the
@@ -721,7 +748,7 @@ impl<'a> Rolling<'a> {
                 }
                 Err(e) => {
                     error!("SYNCERROR: taking the sync log: {e}");
-                    not_before = Some(Instant::now() + self.poll_period());
+                    not_before = Some(after(Instant::now(), self.poll_period()));
                     continue;
                 }
             };
@@ -753,8 +780,10 @@ impl<'a> Rolling<'a> {
                     last_run = Some(started);
                     if report.deferred > 0 {
                         // Do not spin on our own re-logged records.
-                        not_before =
-                            Some(Instant::now() + self.opts.interval.max(Duration::from_secs(1)));
+                        not_before = Some(after(
+                            Instant::now(),
+                            self.opts.interval.max(Duration::from_secs(1)),
+                        ));
                     }
                     if self.opts.once {
                         let exit = if report.quarantined.is_empty() {
@@ -783,19 +812,17 @@ impl<'a> Rolling<'a> {
                     drop(run);
                     self.disconnect(connection_ok);
                     self.aborts += 1;
-                    let mut quarantined = false;
-                    for (subject, info) in blame {
-                        quarantined |= self.strike(subject, info)?;
-                    }
-                    if quarantined {
-                        // The culprit's records leave the work file on the next try.
-                        self.aborts = 0;
+                    if connection_ok {
+                        // The replica answered: it refused, it is there.
+                        self.blame(blame);
+                    } else {
+                        self.suspects = blame;
                     }
                     let wait = self.abort_backoff();
                     if !wait.is_zero() {
                         warn!("{} failed runs in a row; next try in {wait:?}", self.aborts);
                     }
-                    not_before = Some(Instant::now() + wait);
+                    not_before = Some(after(Instant::now(), wait));
                 }
                 RunEnd::Stopped => {
                     drop(run);
@@ -852,14 +879,33 @@ impl<'a> Rolling<'a> {
         }
     }
 
+    /// Strikes against each of `blame`; a quarantine resets the backoff, since the
+    /// culprit's records leave the work file on the next try.
+    fn blame(&mut self, blame: Vec<(Subject, FailureInfo)>) {
+        let mut quarantined = false;
+        for (subject, info) in blame {
+            match self.strike(subject, info) {
+                Ok(q) => quarantined |= q,
+                Err(e) => error!("SYNCERROR: quarantine: {e}"),
+            }
+        }
+        if quarantined {
+            self.aborts = 0;
+        }
+    }
+
     /// A run aborted because of `subject` (the connection died while working on it,
     /// or it failed in a run where nothing succeeded): after `strike_limit` such runs in
     /// a row it is quarantined; its records move when the work file is taken again.
     /// Returns whether it was.
-    fn strike(&mut self, subject: Subject, info: FailureInfo) -> Result<bool, RollingError> {
+    fn strike(&mut self, subject: Subject, info: FailureInfo) -> Result<bool, QuarantineError> {
         let count = self.strikes.entry(subject.clone()).or_insert(0);
         *count += 1;
         if *count < self.opts.strike_limit.max(1) {
+            info!(
+                "{subject}: strike {count} of {}: {}",
+                self.opts.strike_limit, info.reply
+            );
             return Ok(false);
         }
         let count = *count;
@@ -984,6 +1030,10 @@ impl<'a> Rolling<'a> {
     fn process(&mut self, records: &[SyncLogRecord], rolling: bool) -> RunEnd {
         self.progress = Progress::new(false);
         let mut ctx = RunCtx::default();
+        // A connection that was idle before this run and dies at its first command
+        // was dead already: that is nobody's fault.
+        let fresh = std::mem::take(&mut self.fresh);
+        let bytes_in = self.conn.as_ref().map_or(0, |c| c.stats.wire_bytes_in);
         let abort = |error: String| RunEnd::Aborted {
             error,
             blame: Vec::new(),
@@ -1025,7 +1075,13 @@ impl<'a> Rolling<'a> {
             Ok(()) => {}
             Err(Abort::Stopped) => return RunEnd::Stopped,
             Err(Abort::Failed { error, subject }) => {
+                let alive_in_run = fresh
+                    || self
+                        .conn
+                        .as_ref()
+                        .is_some_and(|c| c.stats.wire_bytes_in > bytes_in);
                 let blame = subject
+                    .filter(|_| alive_in_run)
                     .map(|s| {
                         let info = FailureInfo {
                             mailbox: String::new(),

@@ -459,12 +459,22 @@ fn wait_converged(master: &Master, master_store: &Store, replica: &Replica, time
             break;
         };
         if start.elapsed() > timeout {
+            let log = fs::read_to_string(master.client_log()).unwrap_or_default();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("quarantine") || l.contains("ERROR"))
+                .take(40)
+                .collect();
             panic!(
-                "the replica did not converge in {timeout:?}: {last}\n--- sync_client log ---\n{}",
+                "the replica did not converge in {timeout:?}: {last}\nquarantine: {}\n\
+                 --- errors ---\n{}\n--- sync_client log ---\n{}",
+                quarantine_text(master),
+                notable.join("\n"),
                 master.log_tail()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Snapshots read every record of both stores: do not starve the client.
+        std::thread::sleep(Duration::from_millis(100));
     }
     let report = replica_store.verify(None, true).unwrap();
     assert!(report.is_clean(), "replica files: {:?}", report.problems);
@@ -862,7 +872,12 @@ fn survives_kills_under_load() {
         start.elapsed()
     );
     assert!(replica_kills >= 10 && client_kills >= 10);
-    wait_converged(&master, &store, &replica, Duration::from_secs(60));
+    let converging = Instant::now();
+    wait_converged(&master, &store, &replica, Duration::from_secs(90));
+    eprintln!("converged {:?} after the last change", converging.elapsed());
+    let log = fs::read_to_string(master.client_log()).unwrap_or_default();
+    let strikes = log.lines().filter(|l| l.contains(": strike ")).count();
+    eprintln!("{strikes} strikes against users (five in a row quarantine one)");
     // Every record was applied: the log is empty and nothing was set aside.
     let log_dir = master.log_dir();
     wait_for("the log to drain", Duration::from_secs(20), || {
