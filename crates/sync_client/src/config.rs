@@ -27,6 +27,8 @@ pub struct ClientConfig {
     pub quarantine_retry: Option<Duration>,
     /// `sync_shutdown_file`.
     pub shutdown_file: Option<PathBuf>,
+    /// `csync_metrics_listen`: where rolling mode serves Prometheus metrics.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `csync_sieve_mailbox`: when to ask the replica for SIEVE-MAILBOX.
     pub sieve_mailbox: SieveMailbox,
 }
@@ -203,6 +205,13 @@ impl ClientConfig {
             quarantine_retry: (quarantine_retry > 0)
                 .then(|| Duration::from_secs(quarantine_retry as u64)),
             shutdown_file: look.string("sync_shutdown_file").map(PathBuf::from),
+            metrics_listen: look
+                .string("csync_metrics_listen")
+                .map(|a| {
+                    a.parse()
+                        .with_context(|| format!("csync_metrics_listen {a}: not ADDR:PORT"))
+                })
+                .transpose()?,
             sieve_mailbox: match look.string("csync_sieve_mailbox") {
                 None | Some("auto") => SieveMailbox::Auto,
                 Some(_) => match look

@@ -505,7 +505,20 @@ fn rolling_mode(
             );
         }
     }
+    let log_dir = ropts.log_dir();
     let mut rolling = Rolling::new(store, client, opts, ropts, control);
+    if let Some(addr) = client.metrics_listen {
+        let metrics = std::sync::Arc::new(csync_sync_client::metrics::ClientMetrics::default());
+        csync_sync_client::metrics::serve(
+            addr,
+            metrics.clone(),
+            csync_sync_client::metrics::ChannelFiles {
+                channel: channel.to_string(),
+                log_dir,
+            },
+        );
+        rolling.set_metrics(metrics);
+    }
     let exit = match &args.file {
         Some(file) => {
             let contents = if file.as_os_str() == "-" {

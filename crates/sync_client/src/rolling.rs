@@ -378,6 +378,7 @@ pub struct Rolling<'a> {
     strikes: HashMap<Subject, u32>,
     aborts: u32,
     progress: Progress,
+    metrics: Option<std::sync::Arc<crate::metrics::ClientMetrics>>,
 }
 
 impl std::fmt::Debug for Rolling<'_> {
@@ -391,6 +392,12 @@ impl std::fmt::Debug for Rolling<'_> {
 }
 
 impl<'a> Rolling<'a> {
+    /// Counts runs, messages and errors into `metrics` (served by
+    /// [`crate::metrics::serve`]).
+    pub fn set_metrics(&mut self, metrics: std::sync::Arc<crate::metrics::ClientMetrics>) {
+        self.metrics = Some(metrics);
+    }
+
     /// A rolling client. `sync_opts.partition` is ignored (rolling mode keeps each
     /// mailbox's partition, as Cyrus).
     pub fn new(
@@ -424,6 +431,7 @@ impl<'a> Rolling<'a> {
             strikes: HashMap::new(),
             aborts: 0,
             progress: Progress::new(false),
+            metrics: None,
             opts,
         }
     }
@@ -600,6 +608,9 @@ impl<'a> Rolling<'a> {
                         "connected to the replica"
                     );
                     self.conn = Some(conn);
+                    if let Some(m) = &self.metrics {
+                        m.connected.set(1);
+                    }
                     self.connected_at = Instant::now();
                     self.fresh = true;
                     // The replica stayed up while our session died: its work is the
@@ -649,6 +660,9 @@ impl<'a> Rolling<'a> {
 
     /// Drops the connection; `EXIT` first when it is believed alive.
     fn disconnect(&mut self, graceful: bool) {
+        if let Some(m) = &self.metrics {
+            m.connected.set(0);
+        }
         if let Some(conn) = self.conn.take()
             && graceful
             && let Err(e) = conn.exit()
@@ -769,6 +783,12 @@ impl<'a> Rolling<'a> {
             }
             match self.process(run.records(), true) {
                 RunEnd::Complete(mut report) => {
+                    if let Some(m) = &self.metrics {
+                        m.succeeded(report.records, report.messages, report.bytes);
+                        for _ in &report.quarantined {
+                            m.error("quarantined");
+                        }
+                    }
                     let path = run.path().to_owned();
                     if let Err(e) = run.finish() {
                         error!("SYNCERROR: {e}; it will be processed again");
@@ -805,6 +825,13 @@ impl<'a> Rolling<'a> {
                     blame,
                     connection_ok,
                 } => {
+                    if let Some(m) = &self.metrics {
+                        m.error(if connection_ok {
+                            "run_refused"
+                        } else {
+                            "connection_lost"
+                        });
+                    }
                     error!(
                         "SYNCERROR: Processing sync log file {} failed: {error}",
                         run.path().display()
