@@ -78,8 +78,9 @@ sync_log: yes
 sync_host: 127.0.0.1:$PORT
 sync_authname: repluser
 sync_password: $PASSWORD
-# Rolling mode wakes on each write to the log; this is only the fallback poll.
-sync_repeat_interval: 1
+# Rolling mode wakes on each write to the log; 0: start a run at once (no batching
+# window). Cyrus's default is 1s.
+sync_repeat_interval: 0
 sync_shutdown_file: $DIR/master/conf/sync/shutdown
 EOF
 mkdir -p "$DIR/master/conf/sync"
