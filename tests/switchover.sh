@@ -16,6 +16,11 @@ DIR="${1:-$(mktemp -d)}"
 mkdir -p "$DIR"
 PIDS=()
 cleanup() {
+    # Servers are started in subshells ($(start_server ...)): their pids are only in
+    # the pid files.
+    for f in "$DIR"/*/server.pid "$DIR"/*/client.pid; do
+        [ -f "$f" ] && PIDS+=("$(cat "$f")")
+    done
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
