@@ -893,6 +893,44 @@ fn csync_master_to_cyrus_replica() {
     }
     c.assert_converged(&["-u", "alice"]);
     c.assert_converged(&["-A"]);
+
+    step(
+        t0,
+        "rolling: changes logged to the sync_log reach Cyrus with -R -1",
+    );
+    let mut conf = std::fs::read_to_string(&c.conf).unwrap();
+    conf.push_str("sync_log: yes\nsync_repeat_interval: 0\n");
+    std::fs::write(&c.conf, conf).unwrap();
+    c.adm(&["create", "user/alice/Rolling"]);
+    for n in 0..3 {
+        let path = w.join(format!("rolling-{n}.eml"));
+        std::fs::write(&path, message(900 + n, 2000)).unwrap();
+        c.adm(&["deliver", "user/alice/Rolling", path.to_str().unwrap()]);
+    }
+    c.adm(&["flags", "user/alice/Rolling", "1", "+\\Flagged"]);
+    c.adm(&["rename", "user/alice/Rolling", "user/alice/Rolled"]);
+    c.adm(&["subscribe", "alice", "user/alice/Rolled"]);
+    c.adm(&["quota", "user/alice", "--storage", "900000"]);
+    let log = std::fs::read_to_string(c.dir.join("conf/sync/log")).unwrap();
+    assert!(
+        log.contains("RENAME user.alice.Rolling user.alice.Rolled"),
+        "{log}"
+    );
+    c.sync_ok(&["-R", "-1"]);
+    assert!(
+        !c.dir.join("conf/sync/log").exists() && !c.dir.join("conf/sync/log-run").exists(),
+        "the log file was processed and removed"
+    );
+    c.assert_converged(&["-A"]);
+    let ours = c.dump(&csync_json);
+    replica.dump(&cyrus_json);
+    assert_same(
+        &cyrus_json,
+        &csync_json,
+        &["mailbox"],
+        "after rolling -R -1",
+    );
+    assert_eq!(messages_of(&ours, "alice", "Rolled").len(), 3);
     step(t0, "done");
 }
 
