@@ -98,6 +98,9 @@ struct Registry {
     instances: Vec<PathBuf>,
     /// Our own processes: pid and a string its command line must contain.
     servers: Vec<(u32, String)>,
+    /// Commands run to completion (a sync client and whatever it started): stopped with
+    /// all their descendants.
+    trees: Vec<(u32, String)>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -131,6 +134,70 @@ pub fn unregister_server(pid: u32) {
     if let Some(r) = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         r.servers.retain(|(p, _)| *p != pid);
     }
+}
+
+/// Registers a running command whose whole process tree `cleanup` stops.
+pub fn register_tree(pid: u32, tag: &str) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Registry::default)
+        .trees
+        .push((pid, tag.to_owned()));
+}
+
+pub fn unregister_tree(pid: u32) {
+    if let Some(r) = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        r.trees.retain(|(p, _)| *p != pid);
+    }
+}
+
+/// Every live descendant of `pid` (children before grandchildren).
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| proc_stat(p).map(|(pp, _, _, _)| (p, pp)))
+        .collect();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, pp) in &parents {
+            if pp == parent && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM to a registered command and everything it started (deepest first), then
+/// SIGKILL to what is left after 5 s.
+fn stop_tree(pid: u32, tag: &str) {
+    if !cmdline_has(pid, tag) {
+        return;
+    }
+    let mut all = descendants(pid);
+    all.reverse();
+    all.push(pid);
+    let signal = |sig: &str, pids: &[u32]| {
+        for p in pids {
+            let _ = Command::new("kill").args([sig, &p.to_string()]).status();
+        }
+    };
+    signal("-TERM", &all);
+    let alive = |p: &u32| proc_state(*p).is_some_and(|s| s != 'Z');
+    for _ in 0..50 {
+        if !all.iter().any(alive) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<u32> = all.iter().copied().filter(alive).collect();
+    signal("-KILL", &left);
 }
 
 /// True while `pid` is a live process whose command line or environment contains `tag`
@@ -170,13 +237,21 @@ pub fn stop_pid(pid: u32, tag: &str) {
     }
 }
 
+/// Held for the whole of a cleanup: a second caller (the main thread after a signal
+/// made its command fail) waits until the first one has stopped everything.
+static CLEANING: Mutex<()> = Mutex::new(());
+
 /// Stops every registered process (each only if it is still the one we started).
 pub fn cleanup() {
+    let _cleaning = CLEANING.lock().unwrap_or_else(|e| e.into_inner());
     let taken = REGISTRY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .unwrap_or_default();
+    for (pid, tag) in &taken.trees {
+        stop_tree(*pid, tag);
+    }
     for (pid, tag) in &taken.servers {
         stop_pid(*pid, tag);
     }
@@ -225,12 +300,20 @@ pub fn kit(script: &str) -> Command {
     Command::new(workspace().join("tests/cyrus").join(script))
 }
 
-/// Runs a command to completion; on failure the error carries its output's tail.
+/// Runs a command to completion (registered, so an interrupted bench stops it and what
+/// it started); on failure the error carries its output's tail.
 pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    let pid = child.id();
+    register_tree(pid, &cmd.get_program().to_string_lossy());
+    let out = child.wait_with_output();
+    unregister_tree(pid);
+    let out = out.with_context(|| format!("{what}: waiting for {:?}", cmd.get_program()))?;
     if !out.status.success() {
         let tail = |b: &[u8]| {
             let s = String::from_utf8_lossy(b);

@@ -101,20 +101,32 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// file at `path` (left by an interrupted transaction) is replaced.
 pub fn link_or_copy(source: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io(path, e)),
-    }
-    match fs::hard_link(source, path) {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            let tmp = tmp_path(path);
-            fs::copy(source, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
-            fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+    // The common case in one system call: a link into an existing directory. The
+    // directory and a stale file are only dealt with when the link fails for them.
+    let retry = match fs::hard_link(source, path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            true
         }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(path, e)),
+            }
+            true
+        }
+        Err(_) => false,
+    };
+    if retry && fs::hard_link(source, path).is_ok() {
+        return Ok(());
     }
+    // Another filesystem (or no links): a copy, renamed over any old file.
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let tmp = tmp_path(path);
+    fs::copy(source, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
 /// fsyncs files (in parallel: fsync waits on the device, not the CPU) and then the
@@ -204,5 +216,15 @@ mod tests {
         link_or_copy(&a, &b).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"Hello John.\r\n");
         sync_files(&[a.clone(), b.clone()], &[dir.path().join("x")]).unwrap();
+        // A missing directory is created; a stale file is replaced.
+        let c = dir.path().join("z/w/3.");
+        link_or_copy(&a, &c).unwrap();
+        fs::write(dir.path().join("z/w/4."), b"stale").unwrap();
+        link_or_copy(&a, &dir.path().join("z/w/4.")).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("z/w/4.")).unwrap(),
+            b"Hello John.\r\n"
+        );
+        assert!(link_or_copy(&dir.path().join("nothing"), &c).is_err());
     }
 }

@@ -126,6 +126,8 @@ pub(crate) fn open(path: &std::path::Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Every statement of an APPLY MAILBOX stays prepared (the default keeps 16).
+    conn.set_prepared_statement_cache_capacity(64);
     // Several processes or sessions may open a new store at once: create and stamp
     // the schema in one write transaction so exactly one of them does it.
     conn.execute_batch("BEGIN IMMEDIATE")?;

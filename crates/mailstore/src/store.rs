@@ -217,7 +217,8 @@ impl Store {
         let sql = format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE name = ?1");
         let mut mailbox = self
             .conn
-            .query_row(&sql, [name], mailbox_from_row)
+            .prepare_cached(&sql)?
+            .query_row([name], mailbox_from_row)
             .optional()?;
         if let Some(m) = &mut mailbox {
             m.state.annotations = self.mailbox_annotations(m.id)?;
@@ -241,7 +242,8 @@ impl Store {
         );
         let mut mailbox = self
             .conn
-            .query_row(&sql, [uniqueid], mailbox_from_row)
+            .prepare_cached(&sql)?
+            .query_row([uniqueid], mailbox_from_row)
             .optional()?;
         if let Some(m) = &mut mailbox {
             m.state.annotations = self.mailbox_annotations(m.id)?;

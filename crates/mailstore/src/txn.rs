@@ -239,14 +239,16 @@ impl<'c> Txn<'c> {
             )?;
         }
         let owner = self.config.namespace.owner(&state.mboxname);
-        self.conn().execute(
-            "INSERT INTO mailboxes (name, uniqueid, owner, mbtype, partition, acl, options, \
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO mailboxes (name, uniqueid, owner, mbtype, partition, acl, options, \
              uidvalidity, last_uid, highestmodseq, recentuid, recenttime, last_appenddate, \
              pop3_last_login, pop3_show_after, xconvmodseq, raclmodseq, createdmodseq, \
              foldermodseq, quotaroot, sync_crc, sync_crc_annot) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, 0, 0, 0, 0, 0, ?10, ?11, ?12, ?13, \
              ?14, 0, ?15)",
-            params![
+            )?
+            .execute(params![
                 state.mboxname,
                 state.uniqueid,
                 owner,
@@ -262,8 +264,7 @@ impl<'c> Txn<'c> {
                 to_i64(state.foldermodseq),
                 state.quotaroot,
                 i64::from(csync_protocol::crc::ANNOT_CRC_START),
-            ],
-        )?;
+            ])?;
         let id = self.conn().last_insert_rowid();
         if !placeholder {
             let root = self.config.partition_root(&state.partition)?;
@@ -278,13 +279,15 @@ impl<'c> Txn<'c> {
     /// partition, records and the CRCs, which the transaction maintains itself).
     pub fn update_header(&mut self, m: &Mailbox) -> Result<()> {
         let s = &m.state;
-        self.conn().execute(
-            "UPDATE mailboxes SET mbtype = ?2, acl = ?3, options = ?4, uidvalidity = ?5, \
+        self.conn()
+            .prepare_cached(
+                "UPDATE mailboxes SET mbtype = ?2, acl = ?3, options = ?4, uidvalidity = ?5, \
              last_uid = ?6, highestmodseq = ?7, recentuid = ?8, recenttime = ?9, \
              last_appenddate = ?10, pop3_last_login = ?11, pop3_show_after = ?12, \
              xconvmodseq = ?13, raclmodseq = ?14, createdmodseq = ?15, foldermodseq = ?16, \
              deletedmodseq = ?17, quotaroot = ?18 WHERE id = ?1",
-            params![
+            )?
+            .execute(params![
                 m.id,
                 s.mboxtype.clone().unwrap_or_default(),
                 s.acl,
@@ -303,15 +306,15 @@ impl<'c> Txn<'c> {
                 to_i64(s.foldermodseq),
                 to_i64(m.deletedmodseq),
                 s.quotaroot,
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Replaces all mailbox-level annotations of a mailbox (0 = server annotations).
     pub fn set_mailbox_annotations(&mut self, id: i64, annotations: &[Annotation]) -> Result<()> {
         self.conn()
-            .execute("DELETE FROM mailbox_annotations WHERE mailbox = ?1", [id])?;
+            .prepare_cached("DELETE FROM mailbox_annotations WHERE mailbox = ?1")?
+            .execute([id])?;
         for a in annotations {
             self.set_mailbox_annotation(id, &a.entry, &a.userid, Some((&a.value, a.modseq)))?;
         }
@@ -712,11 +715,8 @@ impl<'c> Txn<'c> {
         loop {
             let found: Option<String> = self
                 .conn()
-                .query_row(
-                    "SELECT root FROM quotas WHERE root = ?1",
-                    [candidate],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT root FROM quotas WHERE root = ?1")?
+                .query_row([candidate], |r| r.get(0))
                 .optional()?;
             if found.is_some() {
                 return Ok(found);
@@ -792,19 +792,19 @@ impl<'c> Txn<'c> {
             if delta == SyncCrcs::default() {
                 continue;
             }
-            let (basic, annot): (i64, i64) = self.conn().query_row(
-                "SELECT sync_crc, sync_crc_annot FROM mailboxes WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            self.conn().execute(
-                "UPDATE mailboxes SET sync_crc = ?2, sync_crc_annot = ?3 WHERE id = ?1",
-                params![
+            let (basic, annot): (i64, i64) = self
+                .conn()
+                .prepare_cached("SELECT sync_crc, sync_crc_annot FROM mailboxes WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            self.conn()
+                .prepare_cached(
+                    "UPDATE mailboxes SET sync_crc = ?2, sync_crc_annot = ?3 WHERE id = ?1",
+                )?
+                .execute(params![
                     id,
                     i64::from(basic as u32 ^ delta.basic),
                     i64::from(annot as u32 ^ delta.annot)
-                ],
-            )?;
+                ])?;
         }
         let dirs: Vec<PathBuf> = self.new_dirs.iter().cloned().collect();
         files::sync_files(&self.new_files, &dirs)?;

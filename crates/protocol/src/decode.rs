@@ -22,6 +22,13 @@ pub trait FileSink {
     fn file_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
     /// All bytes of the current file were delivered.
     fn end_file(&mut self) -> Result<(), SinkError>;
+    /// Whether [`FileSink::file_bytes`] would take the next `len` bytes of the current
+    /// file without blocking I/O (it only buffers them), so a caller on an async
+    /// executor need not move the feed to a blocking thread. By default, no.
+    fn buffers(&self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
 }
 
 /// A file literal's header, handed to [`FileSink::begin_file`].
@@ -362,6 +369,15 @@ impl Decoder {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Bytes of the current file literal still to come, while inside one. Feeding
+    /// fewer bytes than that only hands them to [`FileSink::file_bytes`].
+    pub fn file_remaining(&self) -> Option<u64> {
+        match self.state {
+            State::FileBody { remaining } => Some(remaining),
+            _ => None,
+        }
     }
 
     /// True when no partial line is buffered (a safe point to switch compression on).

@@ -9,8 +9,8 @@
 //! master (`tests/cyrus/cyrus-instance.sh`, `cyrusctl.py deliver`): VS_CYRUS_MESSAGES
 //! messages of 1–200 KB (log-uniform, 30 % multipart) round-robin over the INBOX, Archive
 //! and Lists folders of VS_CYRUS_USERS users. The real `sync_client -A` of that master
-//! (`tests/cyrus/sync.sh`) then replicates it, each time into an empty replica, in four
-//! configurations:
+//! (`tests/cyrus/sync.sh`) then replicates it, each run into a new, empty replica, in four
+//! configurations (runs interleaved):
 //!
 //! * `cyrus  compress`: a real Cyrus 3.6 replica (its sync_server under its master); it
 //!   offers COMPRESS DEFLATE and the client always uses it (Cyrus's default).
@@ -30,6 +30,14 @@
 //! <= 1/2, and RSS flat in mailbox size, for which a second master holds
 //! VS_CYRUS_ONEBOX messages in a single mailbox, replicated the same way.
 //!
+//! Replicas are removed at the end, not between runs: on ext4 without a journal (this
+//! project's VMs) freeing thousands of inodes makes the next thousands of file creations
+//! slow for 60-360 s (`recently_deleted()` in the inode allocator), which once doubled a
+//! run's server CPU. A run that follows a bulk removal by this process waits 70 s.
+//! The default size takes about 10 minutes (two LMTP deliveries of ~50 s each) and up to
+//! ~4 GB of disk until the end; 20,000 messages (and a 20,000-message mailbox) about 35
+//! minutes and ~15 GB. The free space is checked first.
+//!
 //! Settings (environment):
 //!
 //! | variable | default | |
@@ -42,10 +50,10 @@
 //! | VS_CYRUS_SEED | 2024 | generator seed |
 //! | VS_CYRUS_DIR | `<workspace>/target/vs_cyrus` | work dir (not /tmp: disk); wiped at start |
 //! | VS_CYRUS_KEEP | unset | 1: keep the work dir (instances stopped) at the end |
-//! | VS_CYRUS_REUSE_MASTER | unset | 1: reuse a master with the same corpus from a kept work dir |
-//! | VS_CYRUS_PERF_STAT | unset | 1: also count the servers' instructions (`perf stat -p`), steadier than CPU time on a busy host |
+//! | VS_CYRUS_REUSE_MASTER | unset | 1: reuse the masters of a run made with VS_CYRUS_KEEP=1 if their corpus is the same (skips delivery) |
+//! | VS_CYRUS_PERF | unset | `stat`: count the servers' instructions (`perf stat -p`; steadier than CPU time on a busy host, but perf adds to the CPU figures); `record`: `perf record -g -p` into the work dir |
 //! | VS_CYRUS_CSYNC_BIN | this crate's | another csync sync_server binary (before/after comparisons) |
-//! | VS_CYRUS_CSYNC_WRAP | unset | command prefix for csync's server (profiling: `valgrind --tool=callgrind`); CPU figures then include the wrapper |
+//! | VS_CYRUS_CSYNC_WRAP | unset | command prefix for csync's server (profiling: `strace -c -f -o FILE`); figures are still the server's, slowed by the wrapper |
 //! | CYRUS_BIN | /usr/lib/cyrus/bin | Cyrus installation |
 //!
 //! Requirements: root or any user, Cyrus 3.6 (`cyrus-imapd cyrus-common
@@ -85,7 +93,8 @@ struct Settings {
     dir: PathBuf,
     keep: bool,
     reuse_master: bool,
-    perf_stat: bool,
+    /// VS_CYRUS_PERF: attach `perf stat` or `perf record` to the servers.
+    perf: Option<String>,
     csync_wrap: Vec<String>,
     csync_bin: PathBuf,
     cyrus_bin: PathBuf,
@@ -212,7 +221,11 @@ impl Settings {
             dir,
             keep: env_flag("VS_CYRUS_KEEP"),
             reuse_master: env_flag("VS_CYRUS_REUSE_MASTER"),
-            perf_stat: env_flag("VS_CYRUS_PERF_STAT"),
+            perf: match std::env::var("VS_CYRUS_PERF").unwrap_or_default().as_str() {
+                "" => None,
+                m @ ("stat" | "record") => Some(m.to_owned()),
+                other => bail!("VS_CYRUS_PERF={other}: stat or record"),
+            },
             csync_wrap: std::env::var("VS_CYRUS_CSYNC_WRAP")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -278,6 +291,30 @@ fn cmdline_has(pid: u32, tag: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Descendants of `pid` whose command line contains `tag`.
+fn descendants_with(pid: u32, tag: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, proc_stat(p)?.0)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, pp) in &parents {
+            if pp == parent {
+                frontier.push(child);
+                if cmdline_has(child, tag) {
+                    found.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Stops every registered process (each only if it is still the one we started).
 fn cleanup() {
     let taken = REGISTRY
@@ -286,6 +323,12 @@ fn cleanup() {
         .take()
         .unwrap_or_default();
     for (pid, tag) in &taken.servers {
+        // A server under VS_CYRUS_CSYNC_WRAP is a descendant of the registered pid.
+        for server in descendants_with(*pid, tag) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &server.to_string()])
+                .status();
+        }
         if cmdline_has(*pid, tag) {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -697,8 +740,8 @@ fn timed_sync(
     note: &mut String,
 ) -> Result<(f64, f64)> {
     let timeout = (600 + corpus.messages / 10).to_string();
-    let perf = if s.perf_stat {
-        Some(PerfStat::attach(server_pids, &s.dir)?)
+    let perf = if let Some(mode) = &s.perf {
+        Some(PerfStat::attach(mode, server_pids, &s.dir)?)
     } else {
         None
     };
@@ -726,29 +769,38 @@ fn timed_sync(
     Ok((wall, client))
 }
 
-/// `perf stat -p` on the server processes for the duration of a sync
-/// (VS_CYRUS_PERF_STAT=1): instruction counts are steadier than CPU time on a busy host.
+/// `perf stat -p` or `perf record -p` on the server processes for the duration of a sync
+/// (VS_CYRUS_PERF): instruction counts are steadier than CPU time on a busy host.
 struct PerfStat {
     child: Child,
     out: PathBuf,
+    record: bool,
 }
 
 impl PerfStat {
-    fn attach(pids: &[u32], dir: &Path) -> Result<PerfStat> {
-        ensure!(
-            !pids.is_empty(),
-            "perf stat: no server process to attach to"
-        );
-        let out = dir.join(format!("perf-stat-{}.csv", pids[0]));
+    fn attach(mode: &str, pids: &[u32], dir: &Path) -> Result<PerfStat> {
+        ensure!(!pids.is_empty(), "perf: no server process to attach to");
+        let record = mode == "record";
+        let out = dir.join(format!(
+            "perf-{}-{}.{}",
+            mode,
+            pids[0],
+            if record { "data" } else { "csv" }
+        ));
         let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let child = Command::new("perf")
-            .args([
+        let mut perf = Command::new("perf");
+        if record {
+            perf.args(["record", "-g"]);
+        } else {
+            perf.args([
                 "stat",
                 "-x",
                 ",",
                 "-e",
                 "instructions:u,instructions:k,context-switches",
-            ])
+            ]);
+        }
+        let child = perf
             .arg("-o")
             .arg(&out)
             .args(["-p", &list.join(",")])
@@ -756,9 +808,9 @@ impl PerfStat {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("perf stat (VS_CYRUS_PERF_STAT)")?;
+            .context("perf (VS_CYRUS_PERF)")?;
         std::thread::sleep(Duration::from_millis(300));
-        Ok(PerfStat { child, out })
+        Ok(PerfStat { child, out, record })
     }
 
     fn finish(mut self) -> Result<String> {
@@ -766,6 +818,9 @@ impl PerfStat {
             .args(["-INT", &self.child.id().to_string()])
             .status();
         self.child.wait()?;
+        if self.record {
+            return Ok(format!("profile: {}", self.out.display()));
+        }
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         let mut parts = Vec::new();
         for line in text
@@ -807,13 +862,15 @@ fn check_replica(corpus: &Corpus, spool: &Path, what: &str) -> Result<()> {
 /// Per-pid CPU ticks and VmHWM of the sync_server children of a Cyrus master, sampled.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeMap<u32, (u64, u64, u64)>>>,
+    seen: Arc<Samples>,
     thread: Option<JoinHandle<()>>,
     master_pid: u32,
 }
 
 /// pid -> (utime, stime, VmHWM KiB), the largest seen.
-fn sample_into(master_pid: u32, seen: &Mutex<BTreeMap<u32, (u64, u64, u64)>>) {
+type Samples = Mutex<BTreeMap<u32, (u64, u64, u64)>>;
+
+fn sample_into(master_pid: u32, seen: &Samples) {
     for pid in children_named(master_pid, "sync_server") {
         let (Some((_, user, sys, _, _)), Some(hwm)) = (proc_stat_full(pid), vm_hwm_kib(pid)) else {
             continue;
@@ -1003,11 +1060,21 @@ fn start_csync(s: &Settings, dir: &Path, compress: bool) -> Result<(Child, u16)>
     Ok((child, port))
 }
 
-fn stop_csync(mut child: Child) -> Result<()> {
+fn stop_csync(mut child: Child, tag: &str) -> Result<()> {
     let pid = child.id();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    // Under VS_CYRUS_CSYNC_WRAP the server is the wrapper's descendant: stop it first,
+    // so the wrapper (perf, strace...) ends with it and writes its output.
+    let wrapped = descendants_with(pid, tag);
+    for server in &wrapped {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.to_string()])
+            .status();
+    }
+    if wrapped.is_empty() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if child.try_wait()?.is_some() {
@@ -1026,7 +1093,12 @@ fn stop_csync(mut child: Child) -> Result<()> {
 
 fn run_csync(s: &Settings, corpus: &Corpus, compress: bool, dir: PathBuf) -> Result<RunResult> {
     let (child, port) = start_csync(s, &dir, compress)?;
-    let pid = child.id();
+    let tag = dir.join("imapd.conf").display().to_string();
+    // The server itself, also when it runs under VS_CYRUS_CSYNC_WRAP.
+    let pid = descendants_with(child.id(), &tag)
+        .first()
+        .copied()
+        .unwrap_or(child.id());
     let base = proc_stat_full(pid).map_or((0, 0), |p| (p.1, p.2));
     let load = load1();
     let mut note = if s.csync_wrap.is_empty() {
@@ -1041,7 +1113,7 @@ fn run_csync(s: &Settings, corpus: &Corpus, compress: bool, dir: PathBuf) -> Res
     let checked = sync.and_then(|(wall, client)| {
         check_replica(corpus, &dir.join("spool"), "csync replica").map(|()| (wall, client))
     });
-    stop_csync(child)?;
+    stop_csync(child, &tag)?;
     let (wall, client) =
         checked.with_context(|| format!("server log: {}/sync_server.log", dir.display()))?;
     Ok(RunResult {
@@ -1076,7 +1148,7 @@ fn mean(v: &[f64]) -> f64 {
 
 fn print_runs(results: &[RunResult]) {
     println!(
-        "{:<8} {:<15} {:>3} {:>7} {:>6} {:>6} {:>9} {:>11} {:>10} {:>12} {:>8} {:>6}  {}",
+        "{:<8} {:<15} {:>3} {:>7} {:>6} {:>6} {:>9} {:>11} {:>10} {:>12} {:>8} {:>6}  note",
         "corpus",
         "server",
         "run",
@@ -1089,7 +1161,6 @@ fn print_runs(results: &[RunResult]) {
         "srv peak RSS",
         "client s",
         "load1",
-        "note"
     );
     for r in results {
         println!(
@@ -1114,6 +1185,9 @@ fn print_runs(results: &[RunResult]) {
 struct Summary {
     wall: f64,
     cpu_per_msg: f64,
+    /// Best (lowest) of the runs: a busy host only ever adds time.
+    best_wall: f64,
+    best_cpu_per_msg: f64,
     rss_kib: u64,
 }
 
@@ -1125,23 +1199,26 @@ fn summarize(results: &[RunResult], corpus: &str, config: Config) -> Option<Summ
     if rs.is_empty() {
         return None;
     }
+    let walls: Vec<f64> = rs.iter().map(|r| r.wall_s).collect();
+    let cpus: Vec<f64> = rs.iter().map(|r| r.cpu() / r.messages as f64).collect();
     Some(Summary {
-        wall: mean(&rs.iter().map(|r| r.wall_s).collect::<Vec<_>>()),
-        cpu_per_msg: mean(
-            &rs.iter()
-                .map(|r| r.cpu() / r.messages as f64)
-                .collect::<Vec<_>>(),
-        ),
+        wall: mean(&walls),
+        cpu_per_msg: mean(&cpus),
+        best_wall: walls.iter().copied().fold(f64::INFINITY, f64::min),
+        best_cpu_per_msg: cpus.iter().copied().fold(f64::INFINITY, f64::min),
         rss_kib: rs.iter().map(|r| r.server_rss_kib).max().unwrap_or(0),
     })
 }
 
 fn print_ratios(results: &[RunResult], corpora: &[Corpus]) {
     println!();
-    println!("csync / Cyrus (means over runs; lower is better for csync)");
     println!(
-        "{:<8} {:<11} {:>14} {:>10} {:>12}   {}",
-        "corpus", "compression", "CPU per msg", "wall", "peak RSS", "targets"
+        "csync / Cyrus (lower is better for csync): mean of the runs, and best run against \
+         best run (the targets are judged on both)"
+    );
+    println!(
+        "{:<8} {:<11} {:>19} {:>15} {:>9}   targets",
+        "corpus", "compression", "CPU/msg mean best", "wall mean best", "peak RSS"
     );
     for corpus in corpora {
         for compress in [true, false] {
@@ -1165,23 +1242,29 @@ fn print_ratios(results: &[RunResult], corpora: &[Corpus]) {
                 continue;
             };
             let cpu = cs.cpu_per_msg / cy.cpu_per_msg;
+            let best_cpu = cs.best_cpu_per_msg / cy.best_cpu_per_msg;
             let wall = cs.wall / cy.wall;
+            let best_wall = cs.best_wall / cy.best_wall;
+            let verdict = |mean: f64, best: f64, limit: f64| match (mean <= limit, best <= limit) {
+                (true, true) => "met",
+                (false, false) => "MISSED",
+                _ => "met in one of mean/best",
+            };
             let mut targets = vec![format!(
                 "CPU/msg <= 0.33: {}",
-                if cpu <= 1.0 / 3.0 { "met" } else { "MISSED" }
+                verdict(cpu, best_cpu, 1.0 / 3.0)
             )];
             if !compress {
-                targets.push(format!(
-                    "wall <= 0.50: {}",
-                    if wall <= 0.5 { "met" } else { "MISSED" }
-                ));
+                targets.push(format!("wall <= 0.50: {}", verdict(wall, best_wall, 0.5)));
             }
             println!(
-                "{:<8} {:<11} {:>14.3} {:>10.3} {:>12.3}   {}",
+                "{:<8} {:<11} {:>9.3} {:>9.3} {:>7.3} {:>7.3} {:>9.3}   {}",
                 corpus.name,
                 if compress { "on" } else { "off" },
                 cpu,
+                best_cpu,
                 wall,
+                best_wall,
                 cs.rss_kib as f64 / cy.rss_kib as f64,
                 targets.join("; ")
             );
@@ -1449,6 +1532,9 @@ fn bench(s: &Settings) -> Result<()> {
                 "reused".into()
             }
         );
+    }
+    if s.csync_bin.as_path() != Path::new(env!("CARGO_BIN_EXE_sync_server")) {
+        println!("  csync server: {}", s.csync_bin.display());
     }
     println!(
         "  {} CPUs; load average at start {load_start}, at end {}; each run from an empty replica; \

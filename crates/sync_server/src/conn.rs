@@ -103,7 +103,7 @@ impl Conn {
     }
 
     /// Reads until the decoder completes a line. File literal bytes go to `sink` as
-    /// they arrive (through `block_in_place`: the sink writes to disk).
+    /// they arrive (through `block_in_place` when the sink may write to disk).
     pub async fn read_line(
         &mut self,
         decoder: &mut Decoder,
@@ -112,7 +112,20 @@ impl Conn {
         loop {
             while self.pos < self.input.len() {
                 let input = &self.input[self.pos..];
-                let feed = decoder.feed(input, sink).map_err(ConnError::Decode)?;
+                // Bytes inside a file that the sink only buffers need no blocking
+                // thread; anything else may create, write or rename files. (Moving
+                // every small chunk of a compressed stream to a blocking thread cost
+                // a sixth of the server's CPU.)
+                let in_memory = decoder
+                    .file_remaining()
+                    .is_some_and(|r| r > input.len() as u64)
+                    && sink.buffers(input.len());
+                let feed = if in_memory {
+                    decoder.feed(input, sink)
+                } else {
+                    tokio::task::block_in_place(|| decoder.feed(input, sink))
+                }
+                .map_err(ConnError::Decode)?;
                 self.pos += feed.consumed;
                 if feed.complete {
                     return Ok(ReadOutcome::Line);

@@ -4,13 +4,17 @@
 //!
 //! Uploads are streamed straight from the decoder to `<partition>/sync./<id>/` and
 //! hashed on the way, so a file whose bytes do not match its GUID is never staged.
+//! Bytes are gathered in one reused buffer and written in large pieces (one `write`
+//! for most messages); a file gets its final name at once, created exclusively (a new
+//! inode: an earlier staged file of that name may already be linked into a mailbox),
+//! and is only entered in the reserve list once its SHA-1 matched.
 //! They are not fsynced here: an append hard-links the staged file into the mailbox
 //! and the mailstore fsyncs it before its commit, which is the only point where
 //! durability is promised. `RESTART`, `EXIT` and the end of the connection remove the
 //! directory.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,10 +50,13 @@ impl StagingError {
     }
 }
 
+/// Bytes of an upload gathered before a `write` (most messages fit: one write each).
+const WRITE_BUFFER: usize = 256 * 1024;
+
 struct Upload {
     partition: String,
     guid: Guid,
-    tmp: PathBuf,
+    path: PathBuf,
     file: File,
     hasher: Sha1,
 }
@@ -60,6 +67,10 @@ pub struct Staging {
     id: String,
     staged: HashMap<(String, Guid), PathBuf>,
     upload: Option<Upload>,
+    /// Unwritten bytes of the current upload (at most [`WRITE_BUFFER`]).
+    buffer: Vec<u8>,
+    /// Partitions whose staging directory exists.
+    dirs: HashSet<String>,
     /// GUIDs whose upload did not hash to the GUID (reported at append time).
     corrupt: Vec<(Guid, Guid)>,
 }
@@ -92,8 +103,24 @@ impl Staging {
             id,
             staged: HashMap::new(),
             upload: None,
+            buffer: Vec::new(),
+            dirs: HashSet::new(),
             corrupt: Vec::new(),
         }
+    }
+
+    /// The staging directory of a partition, created on first use.
+    fn ensure_dir(&mut self, partition: &str, guid: &Guid) -> Result<PathBuf, StagingError> {
+        let dir = self.dir(partition)?;
+        if !self.dirs.contains(partition) {
+            fs::create_dir_all(&dir).map_err(|source| StagingError::Io {
+                guid: guid.to_hex(),
+                path: dir.clone(),
+                source,
+            })?;
+            self.dirs.insert(partition.to_owned());
+        }
+        Ok(dir)
     }
 
     fn dir(&self, partition: &str) -> Result<PathBuf, StagingError> {
@@ -130,13 +157,12 @@ impl Staging {
         if self.get(partition, &guid).is_some() {
             return Ok(());
         }
-        let dir = self.dir(partition)?;
+        let dir = self.ensure_dir(partition, &guid)?;
         let io = |path: &Path, source| StagingError::Io {
             guid: guid.to_hex(),
             path: path.to_owned(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let path = dir.join(guid.to_hex());
         let _ = fs::remove_file(&path);
         if fs::hard_link(source, &path).is_err() {
@@ -149,8 +175,10 @@ impl Staging {
     /// Drops everything staged (RESTART, EXIT, end of connection).
     pub fn clear(&mut self) {
         self.upload = None;
+        self.buffer = Vec::new();
         self.staged.clear();
         self.corrupt.clear();
+        self.dirs.clear();
         for root in self.config.partitions.values() {
             let _ = fs::remove_dir_all(root.join("sync.").join(&self.id));
         }
@@ -161,23 +189,62 @@ impl Staging {
         let guid = Guid::parse(header.guid).map_err(|_| {
             StagingError::BadGuid(String::from_utf8_lossy(header.guid).into_owned())
         })?;
-        let dir = self.dir(&partition)?;
+        let dir = self.ensure_dir(&partition, &guid)?;
         let io = |path: &Path, source| StagingError::Io {
             guid: guid.to_hex(),
             path: path.to_owned(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let tmp = dir.join(format!("{}.tmp", guid.to_hex()));
-        let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        // Sent again while staged: checked under a temporary name, then renamed over
+        // the staged one, which stays usable if these bytes turn out corrupt.
+        let path = if self.staged.contains_key(&(partition.clone(), guid)) {
+            dir.join(format!("{}.tmp", guid.to_hex()))
+        } else {
+            dir.join(guid.to_hex())
+        };
+        // Never truncate: the file may be linked into a mailbox already.
+        let create = || OpenOptions::new().write(true).create_new(true).open(&path);
+        let file = match create() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an upload that failed; nothing refers to it.
+                fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                create().map_err(|e| io(&path, e))?
+            }
+            Err(e) => return Err(io(&path, e)),
+        };
+        self.buffer.clear();
+        if self.buffer.capacity() < WRITE_BUFFER {
+            self.buffer.reserve_exact(WRITE_BUFFER);
+        }
         self.upload = Some(Upload {
             partition,
             guid,
-            tmp,
+            path,
             file,
             hasher: Sha1::new(),
         });
         Ok(())
+    }
+
+    /// Writes the gathered bytes of the current upload, and `more` after them.
+    fn write_out(&mut self, more: &[u8]) -> Result<(), StagingError> {
+        let Some(up) = &mut self.upload else {
+            return Ok(());
+        };
+        let result = if self.buffer.is_empty() {
+            up.file.write_all(more)
+        } else {
+            up.file
+                .write_all(&self.buffer)
+                .and_then(|()| up.file.write_all(more))
+        };
+        self.buffer.clear();
+        result.map_err(|source| StagingError::Io {
+            guid: up.guid.to_hex(),
+            path: up.path.clone(),
+            source,
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), StagingError> {
@@ -185,32 +252,42 @@ impl Staging {
             return Ok(());
         };
         up.hasher.update(bytes);
-        up.file.write_all(bytes).map_err(|source| StagingError::Io {
-            guid: up.guid.to_hex(),
-            path: up.tmp.clone(),
-            source,
-        })
+        if self.buffer.len() + bytes.len() <= WRITE_BUFFER {
+            self.buffer.extend_from_slice(bytes);
+            Ok(())
+        } else {
+            self.write_out(bytes)
+        }
     }
 
     fn end(&mut self) -> Result<(), StagingError> {
+        let written = self.write_out(&[]);
         let Some(up) = self.upload.take() else {
             return Ok(());
         };
         drop(up.file);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&up.path);
+            return Err(e);
+        }
         let computed = Guid(up.hasher.finalize().into());
         if computed != up.guid {
-            let _ = fs::remove_file(&up.tmp);
+            let _ = fs::remove_file(&up.path);
             self.corrupt.push((up.guid, computed));
             // Not an error for the line: Cyrus checks at append time, and so do we,
             // answering the APPLY MAILBOX that needs this file.
             return Ok(());
         }
-        let path = up.tmp.with_file_name(up.guid.to_hex());
-        fs::rename(&up.tmp, &path).map_err(|source| StagingError::Io {
-            guid: up.guid.to_hex(),
-            path: path.clone(),
-            source,
-        })?;
+        let mut path = up.path;
+        if path.extension().is_some_and(|e| e == "tmp") {
+            let staged = path.with_extension("");
+            fs::rename(&path, &staged).map_err(|source| StagingError::Io {
+                guid: up.guid.to_hex(),
+                path: staged.clone(),
+                source,
+            })?;
+            path = staged;
+        }
         self.staged.insert((up.partition, up.guid), path);
         Ok(())
     }
@@ -230,7 +307,7 @@ impl FileSink for Staging {
     fn file_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         self.write(bytes).map_err(|e| {
             if let Some(up) = self.upload.take() {
-                let _ = fs::remove_file(&up.tmp);
+                let _ = fs::remove_file(&up.path);
             }
             SinkError(Box::new(e))
         })
@@ -238,5 +315,9 @@ impl FileSink for Staging {
 
     fn end_file(&mut self) -> Result<(), SinkError> {
         self.end().map_err(|e| SinkError(Box::new(e)))
+    }
+
+    fn buffers(&self, len: usize) -> bool {
+        self.upload.is_some() && self.buffer.len() + len <= WRITE_BUFFER
     }
 }

@@ -333,3 +333,35 @@ fn unuser_deletes_the_users_tree_but_keeps_its_deleted_mailboxes() {
     }
     h.assert_clean();
 }
+
+#[test]
+fn a_message_uploaded_again_leaves_the_staged_and_stored_copies_intact() {
+    // A GUID sent again while staged is checked under a temporary name: corrupt bytes
+    // must not replace the good staged copy, and good ones must not touch the file
+    // that the staged copy is already linked to in a mailbox.
+    let mut h = Harness::new();
+    h.upload_m1();
+    let one = Harness::record(1, 2, M1_GUID, "");
+    assert_eq!(h.send(&h.mailbox_line("", &one)), "OK success\r\n");
+    h.upload_m1();
+    let mut corrupt =
+        format!("APPLY MESSAGE (%{{default {M1_GUID} {}}}\r\n", M1.len()).into_bytes();
+    corrupt.extend(std::iter::repeat_n(b'x', M1.len()));
+    corrupt.extend_from_slice(b")\r\n");
+    assert_eq!(h.send(&corrupt), "OK success\r\n");
+    let both = format!("{one} {}", Harness::record(2, 3, M1_GUID, ""));
+    let line = String::from_utf8(h.mailbox_line("", &both))
+        .unwrap()
+        .replace("LAST_UID 1 HIGHESTMODSEQ 2", "LAST_UID 2 HIGHESTMODSEQ 3");
+    assert_eq!(h.send(line.as_bytes()), "OK success\r\n");
+    let store = &h.replica.store;
+    let m = store.mailbox("user.john").unwrap().unwrap();
+    for uid in [1, 2] {
+        assert_eq!(
+            std::fs::read(store.message_path(&m, uid).unwrap()).unwrap(),
+            M1,
+            "uid {uid}"
+        );
+    }
+    h.assert_clean();
+}
