@@ -398,8 +398,12 @@ fn measured(
         cmd.env(k, v);
     }
     let t = Instant::now();
-    let status = cmd.status().with_context(|| format!("{what}: starting"))?;
+    let mut child = cmd.spawn().with_context(|| format!("{what}: starting"))?;
+    register_tree(child.id(), &out.display().to_string());
+    let status = child.wait();
     let wall_s = t.elapsed().as_secs_f64();
+    unregister_tree(child.id());
+    let status = status?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -1294,8 +1298,9 @@ struct LagResult {
     note: String,
 }
 
-/// Applies one untimed change and waits for it (the connection is up, caches are
-/// warm), then the plan at its rate; then waits for every change to arrive.
+/// Applies the first two changes untimed, waiting for each (the rolling client is
+/// connected, caches are warm), then the rest at the plan's rate; then waits until
+/// every change is on the replica.
 fn drive(
     s: &Settings,
     master: &mut dyn LagMaster,
@@ -1321,7 +1326,7 @@ fn drive(
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    // Warm-up: the first change of each kind, not counted.
+    // Warm-up, not counted.
     for op in plan.iter().take(2) {
         let (mailbox, target, committed) = master.apply(op)?;
         tracker
@@ -1517,7 +1522,7 @@ fn lag_csync(
         let pid = client.id();
         let tag = csync.conf.display().to_string();
         register_server(pid, &tag);
-        let mut client = scopeguard(client, &tag);
+        let mut client = Guarded::new(client, &tag);
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let poll = {
@@ -1592,14 +1597,14 @@ struct Guarded {
     tag: String,
 }
 
-fn scopeguard(child: Child, tag: &str) -> Guarded {
-    Guarded {
-        child: Some(child),
-        tag: tag.to_owned(),
-    }
-}
-
 impl Guarded {
+    fn new(child: Child, tag: &str) -> Guarded {
+        Guarded {
+            child: Some(child),
+            tag: tag.to_owned(),
+        }
+    }
+
     /// SIGTERM; waits up to 20 s for the exit status.
     fn stop(&mut self) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
@@ -1702,8 +1707,8 @@ fn print_ratios(results: &[RunResult], corpora: &[&'static str], messages: &[(u6
     println!();
     println!("ratios vs cyrus -> cyrus (means over runs; < 1: faster / less than Cyrus)");
     println!(
-        "{:<7} {:<15} {:<5} {:>10} {:>12} {:>12}   {}",
-        "corpus", "pair", "comp", "wall", "client CPU", "client RSS", "target"
+        "{:<7} {:<15} {:<5} {:>10} {:>12} {:>12}   target",
+        "corpus", "pair", "comp", "wall", "client CPU", "client RSS"
     );
     for corpus in corpora {
         for compress in [true, false] {
@@ -1801,7 +1806,7 @@ fn print_lags(s: &Settings, lags: &[LagResult]) {
         s.lag_rate, s.lag_seconds
     );
     println!(
-        "{:<58} {:<7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>6}  {}",
+        "{:<58} {:<7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>6}  target",
         "client",
         "kind",
         "changes",
@@ -1812,7 +1817,6 @@ fn print_lags(s: &Settings, lags: &[LagResult]) {
         "mean ms",
         "client s",
         "load1",
-        "target"
     );
     for l in lags {
         let mut rows: Vec<(&str, Vec<f64>)> = vec![(
@@ -2085,7 +2089,9 @@ fn main() -> ExitCode {
         }
         Ok(Err(e)) => {
             eprintln!("{BENCH}: FAILED: {e:#}");
-            eprintln!("{BENCH}: work dir kept: {}", settings.dir.display());
+            if settings.dir.exists() {
+                eprintln!("{BENCH}: work dir kept: {}", settings.dir.display());
+            }
             ExitCode::FAILURE
         }
         Err(_) => {
