@@ -3,7 +3,7 @@
 //! command at a time. Blocking I/O: a sync run is a sequence of request/response
 //! round trips, and message bodies are streamed from disk straight into the socket.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -176,6 +176,13 @@ pub struct Connection {
     /// (partition, GUID) staged on the replica since the last RESTART (spec §10.1
     /// item 2): never re-uploaded, and reset by RESTART.
     staged: HashSet<(String, Guid)>,
+    /// Commands sent with [`Connection::command_streamed_deferred`] whose replies are
+    /// still on the wire, oldest first: whether the reply is wanted (a discarded one is
+    /// read and dropped).
+    unread: VecDeque<bool>,
+    /// Deferred replies already read (while waiting for a later command's reply),
+    /// oldest first, for [`Connection::take_deferred`]. A failure is kept as its text.
+    early: VecDeque<Result<Reply, String>>,
     pub stats: Stats,
     target: String,
 }
@@ -238,6 +245,8 @@ impl Connection {
             tls: false,
             compressed: false,
             staged: HashSet::new(),
+            unread: VecDeque::new(),
+            early: VecDeque::new(),
             stats: Stats::default(),
             target,
         };
@@ -537,7 +546,7 @@ impl Connection {
         let sent = self.send_raw(&bytes);
         self.encoder = Encoder::with_buffer(LiteralStyle::NonSynchronizing, bytes);
         sent?;
-        let reply = self.read_reply(required)?;
+        let reply = self.read_reply_in_order(required)?;
         if let Command::Restart = command {
             self.staged.clear();
         }
@@ -548,6 +557,75 @@ impl Connection {
     /// `APPLY MAILBOX` streamed record by record): `write` gets an encoder and a
     /// flush function for when its buffer grows.
     pub fn command_streamed(&mut self, write: &mut StreamWriter<'_>) -> Result<Reply, ConnError> {
+        self.send_streamed(write)?;
+        self.read_reply_in_order(Required::ListReply)
+    }
+
+    /// As [`command_streamed`](Self::command_streamed), but does not wait for the
+    /// reply: the caller sends more (the next mailbox's `APPLY MESSAGE`, which the
+    /// replica reads once this command is done, so the master prepares and compresses
+    /// it while the replica commits) and collects this reply with
+    /// [`take_deferred`](Self::take_deferred). Replies arrive in order, so every later
+    /// command reads the deferred ones first and keeps them.
+    pub fn command_streamed_deferred(
+        &mut self,
+        write: &mut StreamWriter<'_>,
+    ) -> Result<(), ConnError> {
+        self.send_streamed(write)?;
+        self.unread.push_back(true);
+        Ok(())
+    }
+
+    /// The reply of the oldest command sent with
+    /// [`command_streamed_deferred`](Self::command_streamed_deferred), reading it if
+    /// it is still on the wire.
+    pub fn take_deferred(&mut self) -> Result<Reply, ConnError> {
+        if let Some(early) = self.early.pop_front() {
+            return early.map_err(ConnError::Protocol);
+        }
+        match self.unread.pop_front() {
+            Some(true) => self.read_reply(Required::ListReply),
+            _ => Err(ConnError::Protocol("no deferred reply is pending".into())),
+        }
+    }
+
+    /// Drops the deferred replies nobody will collect (a sync step that failed before
+    /// taking them): those still on the wire are read and thrown away when their turn
+    /// comes.
+    pub fn discard_deferred(&mut self) {
+        self.early.clear();
+        for wanted in &mut self.unread {
+            *wanted = false;
+        }
+    }
+
+    /// Commands whose replies were deferred and not yet collected.
+    pub fn deferred_pending(&self) -> usize {
+        self.early.len() + self.unread.iter().filter(|w| **w).count()
+    }
+
+    /// Reads the deferred replies still on the wire (keeping the wanted ones), then
+    /// the reply of the command just sent.
+    fn read_reply_in_order(&mut self, required: Required) -> Result<Reply, ConnError> {
+        while let Some(wanted) = self.unread.pop_front() {
+            match self.read_reply(Required::ListReply) {
+                Ok(reply) => {
+                    if wanted {
+                        self.early.push_back(Ok(reply));
+                    }
+                }
+                Err(e) => {
+                    if wanted {
+                        self.early.push_back(Err(e.to_string()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.read_reply(required)
+    }
+
+    fn send_streamed(&mut self, write: &mut StreamWriter<'_>) -> Result<(), ConnError> {
         let mut encoder = std::mem::replace(
             &mut self.encoder,
             Encoder::new(LiteralStyle::NonSynchronizing),
@@ -577,8 +655,7 @@ impl Connection {
         if !logged {
             log_sending(&rest);
         }
-        self.send_raw(&rest)?;
-        self.read_reply(Required::ListReply)
+        self.send_raw(&rest)
     }
 
     /// Uploads message files with `APPLY MESSAGE`, streaming each from disk. Files
@@ -631,7 +708,7 @@ impl Connection {
         self.send_raw(&tail)?;
         self.stats.commands += 1;
         self.stats.applies += 1;
-        let reply = self.read_reply(Required::ListReply)?;
+        let reply = self.read_reply_in_order(Required::ListReply)?;
         if reply.status() == SyncStatus::Ok {
             for f in &pending {
                 self.staged.insert((f.partition.clone(), f.guid));

@@ -26,6 +26,15 @@ pub const MAX_FILES_PER_MESSAGE: usize = 1024;
 /// And at most this many GUIDs per `APPLY RESERVE` (Cyrus: 8193).
 pub const MAX_GUIDS_PER_RESERVE: usize = 8192;
 
+/// How an attempt at a mailbox ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempted {
+    /// Finished (or nothing to do).
+    Done,
+    /// `APPLY MAILBOX` sent; its reply is still to be collected.
+    Deferred,
+}
+
 /// Why a sync step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -349,11 +358,57 @@ impl Syncer<'_> {
             }
         }
         self.reserve(master, replica, &by_uniqueid)?;
+        let result = self.update_mailboxes(master, &by_uniqueid);
+        if result.is_err() {
+            // A failure left the reply of a pipelined APPLY MAILBOX uncollected.
+            self.conn.discard_deferred();
+        }
+        result
+    }
+
+    /// Every mailbox of the pass, pipelined one deep: a mailbox's `APPLY MAILBOX` reply
+    /// is collected only after the next mailbox's `APPLY MESSAGE` has been sent, so the
+    /// master reads and compresses those files while the replica commits (the replica
+    /// still executes the commands in order; nothing depends on the reply in between).
+    /// A failed first attempt then gets the same retries and repair as
+    /// [`update_mailbox`](Self::update_mailbox), just one mailbox later.
+    fn update_mailboxes(
+        &mut self,
+        master: &[Mailbox],
+        by_uniqueid: &HashMap<&str, &MailboxState>,
+    ) -> SyncResult<()> {
+        let mut pending: Option<String> = None;
         for m in master {
             let r = by_uniqueid.get(m.state.uniqueid.as_str()).copied();
-            self.update_mailbox(m, r)?;
+            let first = {
+                let _span = info_span!("mailbox", mailbox = %m.name()).entered();
+                self.attempt(m.name(), r, true, true)
+            };
+            if let Some(name) = pending.take() {
+                self.conclude_deferred(&name)?;
+            }
+            match first {
+                Ok(Attempted::Deferred) => pending = Some(m.name().to_owned()),
+                first => {
+                    let _span = info_span!("mailbox", mailbox = %m.name()).entered();
+                    self.conclude(m.name(), first.map(|_| ()))?;
+                }
+            }
+        }
+        if let Some(name) = pending.take() {
+            self.conclude_deferred(&name)?;
         }
         Ok(())
+    }
+
+    /// Collects a deferred `APPLY MAILBOX` reply and finishes that mailbox's update.
+    fn conclude_deferred(&mut self, name: &str) -> SyncResult<()> {
+        let _span = info_span!("mailbox", mailbox = %name).entered();
+        let reply = self.conn.take_deferred();
+        let first = reply
+            .map_err(SyncError::from)
+            .and_then(|reply| self.applied(&reply, name));
+        self.conclude(name, first)
     }
 
     fn target_partition(&self, m: &Mailbox) -> String {
@@ -466,11 +521,17 @@ impl Syncer<'_> {
         replica: Option<&MailboxState>,
     ) -> SyncResult<()> {
         let _span = info_span!("mailbox", mailbox = %m.name()).entered();
-        let first = self.attempt(m.name(), replica, true);
+        let first = self.attempt(m.name(), replica, true, false).map(|_| ());
+        self.conclude(m.name(), first)
+    }
+
+    /// After the first attempt: Cyrus's retry with fresh replica state on a checksum
+    /// failure, and the repair (§4.6) when the replica diverged.
+    fn conclude(&mut self, name: &str, first: SyncResult<()>) -> SyncResult<()> {
         let result = match first {
             Err(e) if e.status() == Some(SyncStatus::SyncChecksum) => {
                 info!("checksum failure; retrying with fresh replica state");
-                self.retry(m.name())
+                self.retry(name)
             }
             other => other,
         };
@@ -484,33 +545,37 @@ impl Syncer<'_> {
         }
         if self.opts.no_copyback {
             return Err(SyncError::NoCopyback {
-                mailbox: m.name().to_owned(),
+                mailbox: name.to_owned(),
             });
         }
         warn!("replica differs; repairing from GET FULLMAILBOX");
-        crate::repair::full_update(self, m.name())?;
-        self.retry(m.name())
+        crate::repair::full_update(self, name)?;
+        self.retry(name)
     }
 
     fn retry(&mut self, name: &str) -> SyncResult<()> {
         let fresh = self.get_mailboxes(&[name.to_owned()])?;
         let replica = fresh.into_iter().next();
-        self.attempt(name, replica.as_ref(), false)
+        self.attempt(name, replica.as_ref(), false, false)
+            .map(|_| ())
     }
 
-    /// One attempt (§4.5 steps 1–10).
+    /// One attempt (§4.5 steps 1–10). With `defer`, the final `APPLY MAILBOX` is sent
+    /// without waiting for its reply ([`Attempted::Deferred`]; see
+    /// [`Connection::take_deferred`]).
     fn attempt(
         &mut self,
         name: &str,
         replica: Option<&MailboxState>,
         first: bool,
-    ) -> SyncResult<()> {
+        defer: bool,
+    ) -> SyncResult<Attempted> {
         let Some(mut m) = self.store.mailbox(name)? else {
             // Gone meanwhile: its deletion is handled elsewhere.
-            return Ok(());
+            return Ok(Attempted::Done);
         };
         if m.is_tombstone() {
-            return Ok(());
+            return Ok(Attempted::Done);
         }
         if m.is_intermediate() {
             let mut state = m.state.clone();
@@ -523,7 +588,7 @@ impl Syncer<'_> {
                 },
                 &target,
             )?;
-            return Ok(());
+            return Ok(Attempted::Done);
         }
         if let Some(r) = replica {
             if first && m.deletedmodseq > r.highestmodseq {
@@ -552,7 +617,7 @@ impl Syncer<'_> {
             if self.unchanged(&m, r) {
                 debug!("unchanged");
                 self.progress.mailbox_done();
-                return Ok(());
+                return Ok(Attempted::Done);
             }
         }
         let since_modseq = replica.map_or(0, |r| r.highestmodseq);
@@ -623,7 +688,10 @@ impl Syncer<'_> {
         };
         let store = &*self.store;
         let mut records_sent = 0u64;
-        let reply = self.conn.command_streamed(&mut |enc, flush| {
+        let mut write = |enc: &mut csync_protocol::encode::Encoder,
+                         flush: &mut dyn FnMut(
+            &mut csync_protocol::encode::Encoder,
+        ) -> Result<(), ConnError>| {
             enc.word("APPLY").key(key).begin_kvlist();
             state.encode_fields(enc);
             enc.key("RECORD").begin_list();
@@ -647,9 +715,22 @@ impl Syncer<'_> {
                 })?;
             enc.end().end().end_line();
             Ok(())
-        })?;
-        check(&reply, "APPLY MAILBOX", name)?;
-        debug!(records = records_sent, "applied");
+        };
+        if defer {
+            self.conn.command_streamed_deferred(&mut write)?;
+            debug!(records = records_sent, "sent; reply deferred");
+            return Ok(Attempted::Deferred);
+        }
+        let reply = self.conn.command_streamed(&mut write)?;
+        debug!(records = records_sent, "sent");
+        self.applied(&reply, name)?;
+        Ok(Attempted::Done)
+    }
+
+    /// The reply to a mailbox's `APPLY MAILBOX`.
+    fn applied(&mut self, reply: &Reply, name: &str) -> SyncResult<()> {
+        check(reply, "APPLY MAILBOX", name)?;
+        debug!("applied");
         self.progress.mailbox_done();
         Ok(())
     }

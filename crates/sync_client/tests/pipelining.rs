@@ -1,0 +1,253 @@
+//! The folder pass sends a mailbox's `APPLY MAILBOX` and collects its reply only after
+//! the next mailbox's `APPLY MESSAGE` (one-deep pipelining). These tests run the
+//! library against csync's replica (in a thread of the test process) and check that
+//! replies are matched to their commands: a plain multi-mailbox sync, a first mailbox
+//! that needs the repair of §4.6 while later mailboxes are in flight, and a failure
+//! (`-O`) that leaves an uncollected reply behind on a connection that is used again.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use csync_mailstore::local::Flags;
+use csync_mailstore::{Store, StoreConfig};
+use csync_sync_client::config::ClientConfig;
+use csync_sync_client::conn::Connection;
+use csync_sync_client::progress::Progress;
+use csync_sync_client::sync::{SyncError, SyncOptions, Syncer};
+
+const MAILBOXES: [&str; 4] = [
+    "user.alice",
+    "user.alice.Archive",
+    "user.alice.Lists",
+    "user.alice.Work",
+];
+
+/// csync's replica on a free loopback port, served by a thread of this process.
+fn start_replica(dir: &Path) -> (u16, PathBuf) {
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    let conf = dir.join("imapd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "configdirectory: {d}/conf\npartition-default: {d}/spool\nservername: replica.test\n\
+             admins: repluser\nallowplaintext: yes\nfailedloginpause: 0\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut passwords = csync_auth::passwd::PasswordFile::new(dir.join("conf/csync.passwd"));
+    passwords.set("repluser", "secret").unwrap();
+    passwords.save().unwrap();
+    let config = csync_sync_server::config::ServerConfig::from_imapd(
+        &csync_config::Config::from_file(&conf).unwrap(),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let shared = Arc::new(csync_sync_server::server::Shared::new(config).unwrap());
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (_stop, stopped) = tokio::sync::watch::channel(false);
+            let _ = csync_sync_server::server::serve(shared, vec![listener], stopped).await;
+        });
+    });
+    (port, conf)
+}
+
+struct Master {
+    conf: PathBuf,
+}
+
+impl Master {
+    fn new(dir: &Path, port: u16) -> Master {
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("imapd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "configdirectory: {d}/conf\npartition-default: {d}/spool\n\
+                 sync_host: 127.0.0.1:{port}\nsync_authname: repluser\nsync_password: secret\n\
+                 csync_allow_plaintext: yes\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        Master { conf }
+    }
+
+    fn store(&self) -> Store {
+        open_store(&self.conf)
+    }
+
+    fn connect(&self) -> Connection {
+        let conf = csync_config::Config::from_file(&self.conf).unwrap();
+        let client = ClientConfig::from_imapd(&conf, None, None).unwrap();
+        Connection::connect(&client.connect).unwrap()
+    }
+}
+
+fn open_store(conf: &Path) -> Store {
+    let conf = csync_config::Config::from_file(conf).unwrap();
+    Store::open(StoreConfig::from_imapd(&conf).unwrap()).unwrap()
+}
+
+fn message(n: u32, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: a@example.com\r\nTo: b@example.com\r\nSubject: m{n}\r\n\
+         Message-ID: <pipe{n}@example.com>\r\n\r\n"
+    )
+    .into_bytes();
+    while m.len() < size {
+        m.extend_from_slice(format!("body of message {n}, padding padding\r\n").as_bytes());
+    }
+    m
+}
+
+fn sync_user(
+    store: &mut Store,
+    conn: &mut Connection,
+    opts: &SyncOptions,
+) -> Result<(), SyncError> {
+    let mut progress = Progress::new(false);
+    Syncer {
+        store,
+        conn,
+        opts,
+        progress: &mut progress,
+    }
+    .sync_user("alice")
+}
+
+/// (uid, GUID, flags) of every live record of a mailbox (an expunged record keeps
+/// each side's own GUID after a split-brain repair, as in Cyrus).
+fn records(store: &Store, name: &str) -> Vec<(u32, String, u8, Vec<String>)> {
+    let m = store.mailbox(name).unwrap().unwrap();
+    let mut out = Vec::new();
+    store
+        .for_each_record(m.id, 0, |r| {
+            if r.record.is_expunged() {
+                return Ok(());
+            }
+            out.push((
+                r.record.uid,
+                r.record.guid.to_string(),
+                r.record.system_flags.bits(),
+                r.record.user_flags.clone(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn assert_same(master: &Store, replica: &Store) {
+    for name in MAILBOXES {
+        let (a, b) = (
+            master.mailbox(name).unwrap().unwrap(),
+            replica.mailbox(name).unwrap().unwrap(),
+        );
+        assert_eq!(a.state.last_uid, b.state.last_uid, "{name}");
+        assert_eq!(a.state.highestmodseq, b.state.highestmodseq, "{name}");
+        assert_eq!(records(master, name), records(replica, name), "{name}");
+    }
+}
+
+fn fill(store: &mut Store, first: u32, per_mailbox: u32) {
+    let mut n = first;
+    for name in MAILBOXES {
+        for _ in 0..per_mailbox {
+            store
+                .deliver(
+                    name,
+                    &message(n, 2000 + 97 * n as usize)[..],
+                    &Flags::default(),
+                    None,
+                )
+                .unwrap();
+            n += 1;
+        }
+    }
+}
+
+#[test]
+fn pipelined_pass_matches_replies_to_mailboxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, replica_conf) = start_replica(&tmp.path().join("replica"));
+    let master = Master::new(&tmp.path().join("master"), port);
+    let mut store = master.store();
+    for name in MAILBOXES {
+        store.create_mailbox(name, None, None).unwrap();
+    }
+    fill(&mut store, 1, 5);
+    let opts = SyncOptions::default();
+    let mut conn = master.connect();
+
+    // Into an empty replica: every mailbox, every message.
+    sync_user(&mut store, &mut conn, &opts).unwrap();
+    assert_eq!(conn.deferred_pending(), 0);
+    let replica = open_store(&replica_conf);
+    assert_same(&store, &replica);
+    // One APPLY MESSAGE and one APPLY MAILBOX per mailbox.
+    assert_eq!(conn.stats.applies, 2 * MAILBOXES.len() as u64);
+
+    // Split brain in the first mailbox (the same uid holds different messages on the
+    // two sides), while the later mailboxes have new messages too: the first one's
+    // deferred APPLY MAILBOX fails, is repaired after the second one's upload went
+    // out, and the pass goes on.
+    let mut replica_store = open_store(&replica_conf);
+    let uid = replica_store
+        .deliver(
+            "user.alice",
+            &message(900, 3000)[..],
+            &Flags::default(),
+            None,
+        )
+        .unwrap();
+    let replica_msg = records(&replica_store, "user.alice")
+        .into_iter()
+        .find(|r| r.0 == uid)
+        .unwrap()
+        .1;
+    fill(&mut store, 100, 2);
+    assert_eq!(
+        store.mailbox("user.alice").unwrap().unwrap().state.last_uid,
+        uid + 1,
+        "the master's new uids overlap the replica's"
+    );
+    // -O first: no repair, a clear error, and the reply of the mailbox in flight behind
+    // the failing one must not be taken for the reply of a later command.
+    let no_copyback = SyncOptions {
+        no_copyback: true,
+        ..SyncOptions::default()
+    };
+    match sync_user(&mut store, &mut conn, &no_copyback) {
+        Err(SyncError::NoCopyback { mailbox }) => assert_eq!(mailbox, "user.alice"),
+        other => panic!("expected NoCopyback, got {other:?}"),
+    }
+    assert_eq!(conn.deferred_pending(), 0);
+    // The same connection, reused: a normal sync repairs and converges.
+    sync_user(&mut store, &mut conn, &opts).unwrap();
+    assert_eq!(conn.deferred_pending(), 0);
+    let replica = open_store(&replica_conf);
+    assert_same(&store, &replica);
+    // Both messages of the split brain are kept (§4.6).
+    let guids: Vec<String> = records(&store, "user.alice")
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert!(guids.contains(&replica_msg), "{guids:?}");
+
+    // Converged: a second pass sends no APPLY at all.
+    let before = conn.stats.applies;
+    sync_user(&mut store, &mut conn, &opts).unwrap();
+    assert_eq!(conn.stats.applies, before);
+    let _ = conn.exit();
+}
