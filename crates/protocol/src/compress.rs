@@ -54,17 +54,67 @@ const MAX_STEP: usize = 64 * 1024;
 
 /// The compressing half: one per connection direction, kept for the whole connection
 /// because later chunks refer back to earlier ones.
+///
+/// Data that deflate cannot shrink (base64 of a compressed attachment, JPEGs) costs
+/// level 1 several times the CPU of text and comes out no smaller, so the Deflater
+/// stores it instead. Input goes through in segments of at most [`SEGMENT`] bytes,
+/// each ending in a sync flush. A segment of at least [`PROBE_MIN`] bytes that
+/// deflates to more than [`INCOMPRESSIBLE_PERCENT`] % of its size switches to
+/// storing; while storing, each segment's first [`PROBE_MIN`] bytes are test-deflated
+/// by a scratch compressor, and a sample that shrinks switches back. Stored blocks
+/// are ordinary DEFLATE, so the peer sees one valid stream either way; only the
+/// compressor has to learn what the peer's window now holds (see `resume`).
 #[derive(Debug)]
 pub struct Deflater {
     stream: Compress,
+    level: u32,
+    /// Emits the stored blocks, and test-deflates samples. Separate compressors rather
+    /// than `set_level` on `stream`: zlib-rs's `set_level` fails once data has gone
+    /// through.
+    bypass: Option<Bypass>,
+    /// Segments are being stored.
+    storing: bool,
+    /// The last [`WINDOW`] bytes of plain text that went out stored, which the peer
+    /// has in its window and `stream` does not: `stream` must restart with them as
+    /// its dictionary, or its back references would point at the wrong bytes.
+    stored_tail: Vec<u8>,
+    /// `stream` has been bypassed since its last flush.
+    stale: bool,
     broken: bool,
 }
+
+#[derive(Debug)]
+struct Bypass {
+    store: Compress,
+    probe: Compress,
+    probe_out: Vec<u8>,
+}
+
+/// The DEFLATE window: how far back a match may reach.
+const WINDOW: usize = 32 * 1024;
+
+/// Largest piece deflated or stored as a unit (each ends in a sync flush, about 5
+/// bytes): the granularity at which storing starts and stops.
+pub const SEGMENT: usize = 64 * 1024;
+
+/// Segments smaller than this never switch to storing (a command line, a file
+/// header), and the sample tested while storing is this long.
+pub const PROBE_MIN: usize = 4 * 1024;
+
+/// Output above this share of the input means deflate is not paying for itself.
+pub const INCOMPRESSIBLE_PERCENT: usize = 97;
 
 impl Deflater {
     /// `level` 0 (store) to 9 (best); larger values are treated as 9.
     pub fn new(level: u32) -> Self {
+        let level = level.min(9);
         Deflater {
-            stream: Compress::new(Compression::new(level.min(9)), false),
+            stream: Compress::new(Compression::new(level), false),
+            level,
+            bypass: None,
+            storing: false,
+            stored_tail: Vec::new(),
+            stale: false,
             broken: false,
         }
     }
@@ -76,34 +126,96 @@ impl Deflater {
         if self.broken {
             return Err(CompressError::Broken);
         }
-        if plain.is_empty() {
-            return Ok(());
-        }
-        let result = self.compress_all(plain, out);
+        let result = plain
+            .chunks(SEGMENT)
+            .try_for_each(|segment| self.compress_segment(segment, out));
         self.broken = result.is_err();
         result
     }
 
-    fn compress_all(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
-        let mut input = plain;
-        loop {
-            // Deflate output is at most slightly larger than its input, so this room
-            // lets one call finish a typical flush.
-            out.reserve((input.len() + input.len() / 1000 + MIN_ROOM).min(MAX_STEP));
-            let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
-            self.stream.compress_vec(input, out, FlushCompress::Sync)?;
-            let consumed = progress(self.stream.total_in(), in_before);
-            let produced = progress(self.stream.total_out(), out_before);
-            input = input.get(consumed..).unwrap_or_default();
-            // zlib's rule: the flush is complete once a call returns with output room
-            // left over.
-            let room_left = out.len() < out.capacity();
-            if input.is_empty() && (room_left || consumed + produced == 0) {
+    /// Whether incompressible input is currently being stored.
+    pub fn is_storing(&self) -> bool {
+        self.storing
+    }
+
+    fn compress_segment(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+        if self.level == 0 {
+            return flush_all(&mut self.stream, plain, out);
+        }
+        if self.storing {
+            let bypass = self.bypass.get_or_insert_with(|| Bypass {
+                store: Compress::new(Compression::none(), false),
+                probe: Compress::new(Compression::new(self.level), false),
+                probe_out: Vec::with_capacity(2 * PROBE_MIN),
+            });
+            let sample = &plain[..plain.len().min(PROBE_MIN)];
+            bypass.probe.reset();
+            bypass.probe_out.clear();
+            flush_all(&mut bypass.probe, sample, &mut bypass.probe_out)?;
+            if incompressible(sample.len(), bypass.probe_out.len()) {
+                flush_all(&mut bypass.store, plain, out)?;
+                self.remember_stored(plain);
                 return Ok(());
             }
-            if consumed + produced == 0 {
-                return Err(CompressError::Stalled("deflate"));
-            }
+            self.storing = false;
+        }
+        self.resume()?;
+        let start = out.len();
+        flush_all(&mut self.stream, plain, out)?;
+        self.storing = plain.len() >= PROBE_MIN && incompressible(plain.len(), out.len() - start);
+        Ok(())
+    }
+
+    fn remember_stored(&mut self, plain: &[u8]) {
+        self.stale = true;
+        let keep = plain.len().min(WINDOW);
+        let overflow = (self.stored_tail.len() + keep).saturating_sub(WINDOW);
+        self.stored_tail.drain(..overflow);
+        self.stored_tail
+            .extend_from_slice(&plain[plain.len() - keep..]);
+    }
+
+    /// Before deflating again after stored segments: the peer's window ends with what
+    /// was stored (all of the window once 32 KiB were stored). After less than that,
+    /// the peer's window also holds older deflated bytes the dictionary lacks, which
+    /// only costs matches, never correctness: a reset compressor refers to nothing
+    /// but its dictionary and its own new input.
+    fn resume(&mut self) -> Result<(), CompressError> {
+        if !self.stale {
+            return Ok(());
+        }
+        self.stream.reset();
+        self.stream.set_dictionary(&self.stored_tail)?;
+        self.stored_tail.clear();
+        self.stale = false;
+        Ok(())
+    }
+}
+
+fn incompressible(input: usize, output: usize) -> bool {
+    output * 100 > input * INCOMPRESSIBLE_PERCENT
+}
+
+/// Compresses all of `plain` through `stream` with a sync flush, appending to `out`.
+fn flush_all(stream: &mut Compress, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+    let mut input = plain;
+    loop {
+        // Deflate output is at most slightly larger than its input, so this room
+        // lets one call finish a typical flush.
+        out.reserve((input.len() + input.len() / 1000 + MIN_ROOM).min(MAX_STEP));
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        stream.compress_vec(input, out, FlushCompress::Sync)?;
+        let consumed = progress(stream.total_in(), in_before);
+        let produced = progress(stream.total_out(), out_before);
+        input = input.get(consumed..).unwrap_or_default();
+        // zlib's rule: the flush is complete once a call returns with output room
+        // left over.
+        let room_left = out.len() < out.capacity();
+        if input.is_empty() && (room_left || consumed + produced == 0) {
+            return Ok(());
+        }
+        if consumed + produced == 0 {
+            return Err(CompressError::Stalled("deflate"));
         }
     }
 }
@@ -359,6 +471,76 @@ mod tests {
             inflater.decompress(&wire, &mut plain).unwrap();
             assert_eq!(plain, message);
         }
+    }
+
+    /// Incompressible flushes go out stored, and text after them is deflated again
+    /// with the stored bytes as its history: the peer decodes one stream with every byte in place.
+    #[test]
+    fn incompressible_runs_are_stored_and_the_stream_stays_valid() {
+        let mut d = Deflater::new(1);
+        let mut wire = Vec::new();
+        let mut plain = Vec::new();
+        let mut stored_flushes = 0;
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        for round in 0..6u64 {
+            pieces.push(text(20_000 + round as usize * 777));
+            for n in 0..12 {
+                pieces.push(noise(64 * 1024, round * 100 + n));
+            }
+            // Text that repeats what the stored noise just sent: a match into stored
+            // history must decode to the right bytes.
+            let last = pieces.last().unwrap().clone();
+            pieces.push([&last[last.len() - 9000..], &text(5000)[..]].concat());
+        }
+        for piece in &pieces {
+            let storing = d.is_storing();
+            let before = wire.len();
+            d.compress(piece, &mut wire).unwrap();
+            assert!(wire.ends_with(&SYNC_MARKER));
+            if storing {
+                stored_flushes += 1;
+                // Stored: 5 bytes per block of up to 64 KiB plus the sync marker,
+                // or deflated when the sample shrank (text after noise).
+                assert!(wire.len() - before <= piece.len() + 5 * 2 + 5);
+            }
+            plain.extend_from_slice(piece);
+        }
+        assert!(stored_flushes >= 6 * 10, "{stored_flushes} stored flushes");
+        assert_eq!(inflate_in_chunks(&wire, 3000, 7), plain);
+        // The text still compressed: well below the size of everything.
+        let noise_bytes = 6 * 12 * 64 * 1024;
+        assert!(wire.len() < noise_bytes + (plain.len() - noise_bytes) / 2);
+    }
+
+    /// A stored run shorter than the window: the compressor's dictionary is only
+    /// the stored bytes, the peer's window holds older deflated ones too.
+    #[test]
+    fn short_stored_runs_round_trip() {
+        let mut d = Deflater::new(1);
+        let mut wire = Vec::new();
+        let mut plain = Vec::new();
+        for n in 0..200u64 {
+            let piece = if n % 3 == 0 {
+                noise(PROBE_MIN + (n as usize * 37) % 3000, n)
+            } else {
+                text(1000 + (n as usize * 91) % 9000)
+            };
+            d.compress(&piece, &mut wire).unwrap();
+            plain.extend_from_slice(&piece);
+        }
+        assert_eq!(inflate_in_chunks(&wire, 1 << 20, 1), plain);
+    }
+
+    /// Level 0 never switches: it stores everything anyway.
+    #[test]
+    fn level_zero_stores_without_a_second_compressor() {
+        let mut d = Deflater::new(0);
+        let mut wire = Vec::new();
+        let piece = noise(100_000, 3);
+        d.compress(&piece, &mut wire).unwrap();
+        assert!(!d.is_storing());
+        assert!(d.bypass.is_none());
+        assert_eq!(inflate_in_chunks(&wire, 4096, 2), piece);
     }
 
     #[test]
