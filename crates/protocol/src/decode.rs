@@ -10,6 +10,11 @@
 //! never read as commands) and the line is returned as [`Body::Malformed`]. Limit
 //! violations (oversized literal, word or line, a number that overflows) are fatal:
 //! `feed` returns the error and the connection must end, which is what Cyrus does.
+//!
+//! A server can also have the items of `APPLY MAILBOX`'s `RECORD` list handed out in
+//! batches while the line is still arriving ([`Decoder::stream_records`]): a real
+//! Cyrus client sends a whole mailbox, 20,000 records or more, in that one line, and
+//! the arena would otherwise hold all of it at once.
 
 use crate::value::{Dlist, Item, Kind, NONE, Node, Span};
 
@@ -180,6 +185,54 @@ pub struct Feed {
     pub consumed: usize,
     /// A whole line is ready in [`Decoder::line`].
     pub complete: bool,
+    /// A batch of RECORD items is ready in [`Decoder::record_batch`] (only with
+    /// [`Decoder::stream_records`]). The line is not complete; the next `feed` drops
+    /// the batch from the arena, so the caller takes what it needs first.
+    pub records: bool,
+}
+
+/// RECORD items of an `APPLY MAILBOX` line handed out before the line is complete
+/// (see [`Decoder::stream_records`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RecordBatch<'a> {
+    /// The MAILBOX kvlist as decoded so far: the keys before `RECORD`, and `RECORD`
+    /// holding only the items of this batch. At the end of the line, every key.
+    pub mailbox: Item<'a>,
+    /// The `RECORD` list; its children are this batch's items, in wire order.
+    pub records: Item<'a>,
+    /// Position of this batch's first item in the whole `RECORD` list.
+    pub first_index: usize,
+}
+
+/// Where the decoder is with the streamed RECORD list of the current line.
+#[derive(Clone, Copy, Debug)]
+struct RecordStream {
+    /// Items per batch; 0 when streaming is off.
+    batch: usize,
+    /// The streamed `RECORD` list node of this line, or NONE.
+    list: u32,
+    /// Arena lengths just after the list node was pushed: releasing a batch truncates
+    /// back to them (the list is the innermost open container, so everything after it
+    /// belongs to its items).
+    nodes_mark: usize,
+    bytes_mark: usize,
+    /// Items already handed out and released in this line.
+    released: usize,
+    /// A batch waits for the caller; the next `feed` releases it.
+    ready: bool,
+}
+
+impl RecordStream {
+    fn off(batch: usize) -> Self {
+        RecordStream {
+            batch,
+            list: NONE,
+            nodes_mark: 0,
+            bytes_mark: 0,
+            released: 0,
+            ready: false,
+        }
+    }
 }
 
 /// A decoded line.
@@ -313,6 +366,7 @@ pub struct Decoder {
     nil_candidate: bool,
     /// The literal being read is field 0 (partition) or 1 (GUID) of a file header.
     lit_file_field: Option<u8>,
+    records: RecordStream,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +409,7 @@ impl Decoder {
             poisoned: false,
             nil_candidate: false,
             lit_file_field: None,
+            records: RecordStream::off(0),
         }
     }
 
@@ -378,6 +433,53 @@ impl Decoder {
             State::FileBody { remaining } => Some(remaining),
             _ => None,
         }
+    }
+
+    /// Hands out the items of `APPLY MAILBOX`'s (or `APPLY LOCAL_MAILBOX`'s) `RECORD`
+    /// list in batches of `batch` while the line arrives, and drops each batch from the
+    /// arena once the caller had it, so the arena holds one batch rather than the whole
+    /// mailbox. 0 turns it off (the default). Only [`Mode::Commands`] lines stream, and
+    /// only the first `RECORD` key of the MAILBOX kvlist, when its value is a list:
+    /// the list `MailboxState::decode` would read.
+    ///
+    /// When `feed` reports [`Feed::records`], [`Decoder::record_batch`] shows the batch;
+    /// the caller either takes it (the next `feed` releases it) or calls
+    /// [`Decoder::keep_records`] to have the line kept whole. At the end of a streamed
+    /// line, [`Decoder::line`] shows `RECORD` with only the items after the last
+    /// pause, which [`Decoder::record_batch`] presents too. A line with fewer than
+    /// `batch` items never pauses and decodes exactly as without streaming.
+    pub fn stream_records(&mut self, batch: usize) {
+        self.records.batch = batch;
+    }
+
+    /// The RECORD items waiting after a [`Feed::records`] pause or, once a streamed
+    /// line is complete, its last items. `None` when the current line does not stream.
+    pub fn record_batch(&self) -> Option<RecordBatch<'_>> {
+        let list = self.records.list;
+        if list == NONE {
+            return None;
+        }
+        Some(RecordBatch {
+            mailbox: self.list.root()?,
+            records: self.list.item(list),
+            first_index: self.records.released,
+        })
+    }
+
+    /// Stops streaming the current line: the batch of the last pause and every later
+    /// item stay in the arena, and the line completes with its whole `RECORD` list.
+    /// Only meaningful at the first pause, before anything was released: it is how a
+    /// caller that cannot use a streamed line (keys in an unusual order) falls back to
+    /// the whole line.
+    pub fn keep_records(&mut self) {
+        debug_assert_eq!(self.records.released, 0, "items were already released");
+        self.records.list = NONE;
+        self.records.ready = false;
+    }
+
+    /// RECORD items of the current line already handed out and released.
+    pub fn records_released(&self) -> usize {
+        self.records.released
     }
 
     /// True when no partial line is buffered (a safe point to switch compression on).
@@ -429,6 +531,48 @@ impl Decoder {
         self.error = None;
         self.sink_failed = false;
         self.lit_file_field = None;
+        self.records = RecordStream::off(self.records.batch);
+    }
+
+    /// Drops the RECORD items handed out at the last pause from the arena.
+    fn release_records(&mut self) {
+        let stream = &mut self.records;
+        self.list.nodes.truncate(stream.nodes_mark);
+        self.list.bytes.truncate(stream.bytes_mark);
+        let list = &mut self.list.nodes[stream.list as usize];
+        stream.released += list.size as usize;
+        list.size = 0;
+        list.first_child = NONE;
+        list.last_child = NONE;
+        stream.ready = false;
+    }
+
+    /// Whether the list about to open, under the pending key, is the RECORD list of an
+    /// `APPLY MAILBOX` line that streams.
+    fn opens_record_list(&self) -> bool {
+        if self.records.batch == 0
+            || self.mode != Mode::Commands
+            || self.stack.len() != 1
+            || self.stack[0] != 0
+            || !self.word.eq_ignore_ascii_case(b"APPLY")
+        {
+            return false;
+        }
+        let Some(key) = self.pending_key else {
+            return false;
+        };
+        if self.list.slice(key) != b"RECORD" {
+            return false;
+        }
+        let Some(mailbox) = self.list.root() else {
+            return false;
+        };
+        let subcommand = mailbox.key().unwrap_or_default();
+        mailbox.kind() == Kind::KvList
+            && (subcommand.eq_ignore_ascii_case(b"MAILBOX")
+                || subcommand.eq_ignore_ascii_case(b"LOCAL_MAILBOX"))
+            // Readers take the first RECORD key; a later one is decoded whole.
+            && mailbox.get("RECORD").is_none()
     }
 
     /// Feeds bytes. Returns how many were used and whether a line is complete; a
@@ -440,6 +584,9 @@ impl Decoder {
         if self.complete {
             self.reset_line();
         }
+        if self.records.ready {
+            self.release_records();
+        }
         let mut pos = 0;
         while pos < input.len() {
             match self.step(input, &mut pos, sink) {
@@ -448,6 +595,14 @@ impl Decoder {
                     return Ok(Feed {
                         consumed: pos,
                         complete: true,
+                        records: false,
+                    });
+                }
+                Ok(false) if self.records.ready => {
+                    return Ok(Feed {
+                        consumed: pos,
+                        complete: false,
+                        records: true,
                     });
                 }
                 Ok(false) => {}
@@ -460,6 +615,7 @@ impl Decoder {
         Ok(Feed {
             consumed: pos,
             complete: false,
+            records: false,
         })
     }
 
@@ -540,6 +696,18 @@ impl Decoder {
         } else {
             State::Ws
         };
+        let stream = self.records;
+        if stream.list != NONE
+            && self.parent() == stream.list
+            && self.list.nodes[stream.list as usize].size as usize >= stream.batch
+        {
+            if self.error.is_some() {
+                // The line is malformed already: nobody will use these items.
+                self.release_records();
+            } else {
+                self.records.ready = true;
+            }
+        }
     }
 
     /// A string token (atom, quoted or literal) is complete.
@@ -599,10 +767,16 @@ impl Decoder {
             self.state = State::Skip;
             return;
         }
+        let streams = kind == Kind::List && self.opens_record_list();
         let node = self.new_node(kind);
         let parent = self.parent();
         let index = self.list.push_node(parent, node);
         self.stack.push(index);
+        if streams {
+            self.records.list = index;
+            self.records.nodes_mark = self.list.nodes.len();
+            self.records.bytes_mark = self.list.bytes.len();
+        }
         self.expect = if kind == Kind::KvList {
             Expect::Key
         } else {

@@ -35,7 +35,7 @@ pub mod value;
 pub use command::{ApplyCommand, Command, CommandError, GetCommand, RestoreCommand};
 pub use decode::{
     Body, CollectFiles, DecodeError, Decoder, DiscardFiles, Feed, FileHeader, FileSink, Limits,
-    Line, Mode, SinkError,
+    Line, Mode, RecordBatch, SinkError,
 };
 pub use encode::{Encoder, LiteralStyle};
 pub use guid::Guid;

@@ -98,6 +98,21 @@ impl Dlist {
         }
     }
 
+    /// Heap bytes the arena holds (its capacity, not its contents): what decoding
+    /// a line costs in memory, since the arena is reused and never shrinks.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>() + self.bytes.capacity()
+    }
+
+    /// Nodes currently in the arena.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn item(&self, index: u32) -> Item<'_> {
+        Item { list: self, index }
+    }
+
     pub(crate) fn slice(&self, span: Span) -> &[u8] {
         &self.bytes[span.start as usize..span.end as usize]
     }

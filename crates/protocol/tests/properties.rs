@@ -204,7 +204,9 @@ fn decode(mode: Mode, input: &[u8], cuts: &[usize], style: LiteralStyle) -> Outc
         let mut chunk = &input[start..end];
         start = end;
         while !chunk.is_empty() {
-            let Feed { consumed, complete } = match dec.feed(chunk, &mut sink) {
+            let Feed {
+                consumed, complete, ..
+            } = match dec.feed(chunk, &mut sink) {
                 Ok(feed) => feed,
                 Err(e) => {
                     assert!(e.is_fatal(), "feed returned a recoverable error: {e:?}");
