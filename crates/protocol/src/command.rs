@@ -181,6 +181,38 @@ impl CommandError {
     }
 }
 
+/// Parses a complete `APPLY MAILBOX` (or `APPLY LOCAL_MAILBOX`) line whose RECORD
+/// items were streamed ([`crate::Decoder::stream_records`]): the same reply as
+/// [`Command::parse`] for the whole line when something is wrong, otherwise the
+/// description without its records (see [`MailboxState::decode_streamed`]).
+/// `records` is the first error among the items, read with
+/// [`crate::Record::decode_at`].
+pub fn parse_streamed_mailbox(
+    line: Line<'_>,
+    records: Result<(), FieldError>,
+) -> Result<MailboxState, CommandError> {
+    let item = match line.body {
+        Body::Dlist(item) => item,
+        Body::Malformed(e) => {
+            return Err(CommandError::new(
+                lines::failed_to_parse("APPLY"),
+                e.to_string(),
+            ));
+        }
+        _ => {
+            return Err(CommandError::new(
+                lines::failed_to_parse("APPLY"),
+                "missing argument",
+            ));
+        }
+    };
+    let name = subcommand(item);
+    if !matches!(name.as_str(), "MAILBOX" | "LOCAL_MAILBOX") {
+        return Err(unknown_subcommand(&name));
+    }
+    MailboxState::decode_streamed(item, Required::Apply, records).map_err(CommandError::field)
+}
+
 /// True for the words that need an authenticated session (`GET`, `APPLY`,
 /// `RESTORE`, any case): an unauthenticated client gets `NO Please authenticate first`.
 pub fn needs_auth(word: &[u8]) -> bool {

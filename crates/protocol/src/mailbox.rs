@@ -463,6 +463,15 @@ impl Record {
         Ok(record)
     }
 
+    /// Reads item `index` of a RECORD list: a failure is [`FieldError::BadRecord`],
+    /// as [`MailboxState::decode`] reports it (Cyrus: `IMAP_PROTOCOL_ERROR`).
+    pub fn decode_at(item: Item<'_>, index: usize) -> FieldResult<Record> {
+        Record::decode(item).map_err(|e| FieldError::BadRecord {
+            index,
+            reason: e.to_string(),
+        })
+    }
+
     /// Writes the record as Cyrus does: system flags in fixed order, then user flags,
     /// real annotations, then the non-zero virtual ones (thrid, savedate,
     /// createdmodseq); `ANNOTATIONS` only when there is at least one.
@@ -528,6 +537,29 @@ impl MailboxState {
     /// give [`FieldError::Missing`] (Cyrus: `IMAP_PROTOCOL_BAD_PARAMETERS`); a bad
     /// record gives [`FieldError::Protocol`] (Cyrus: `IMAP_PROTOCOL_ERROR`).
     pub fn decode(item: Item<'_>, required: Required) -> FieldResult<MailboxState> {
+        Self::decode_inner(item, required, None)
+    }
+
+    /// Reads a description whose `RECORD` items were handed out while the line was
+    /// decoded ([`crate::Decoder::stream_records`]) and read by the caller with
+    /// [`Record::decode_at`]: `records` is the first of their errors, or `Ok`. The
+    /// result, and which error wins when several keys are bad, is what
+    /// [`MailboxState::decode`] gives for the whole line, except that `records` is
+    /// an empty list rather than the records. The `RECORD` list in `item` may still
+    /// hold some items; they are not read again.
+    pub fn decode_streamed(
+        item: Item<'_>,
+        required: Required,
+        records: Result<(), FieldError>,
+    ) -> FieldResult<MailboxState> {
+        Self::decode_inner(item, required, Some(records))
+    }
+
+    fn decode_inner(
+        item: Item<'_>,
+        required: Required,
+        streamed: Option<FieldResult<()>>,
+    ) -> FieldResult<MailboxState> {
         let f = Fields::new(item)?;
         let mboxtype = f.opt_text("MBOXTYPE")?;
         let placeholder = mboxtype
@@ -613,14 +645,21 @@ impl MailboxState {
                         error: TypeError::NotAList(list.kind()),
                     });
                 }
-                let mut records = Vec::with_capacity(list.len());
-                for (index, item) in list.children().enumerate() {
-                    records.push(Record::decode(item).map_err(|e| FieldError::BadRecord {
-                        index,
-                        reason: e.to_string(),
-                    })?);
+                match streamed {
+                    // Keys after RECORD are read below, as for a whole line, so their
+                    // errors rank exactly as they would.
+                    Some(outcome) => {
+                        outcome?;
+                        Some(Vec::new())
+                    }
+                    None => {
+                        let mut records = Vec::with_capacity(list.len());
+                        for (index, item) in list.children().enumerate() {
+                            records.push(Record::decode_at(item, index)?);
+                        }
+                        Some(records)
+                    }
                 }
-                Some(records)
             }
             None if need("RECORD") => return Err(FieldError::Missing("RECORD")),
             None => None,

@@ -266,3 +266,86 @@ fn restore_mailbox_needs_only_mboxname() {
         "NO IMAP_PROTOCOL_ERROR Protocol error"
     );
 }
+
+/// Decodes `input` with its RECORD items handed out one at a time and read with
+/// `Record::decode_at`, as a server that streams does, then parses the line with
+/// `parse_streamed_mailbox`. Returns the description with the records put back.
+fn parse_streamed(input: &[u8]) -> Result<Command, CommandError> {
+    let mut dec = Decoder::new(Mode::Commands);
+    dec.stream_records(1);
+    let mut records = Vec::new();
+    let mut first_error = None;
+    let mut read = |batch: crate::RecordBatch<'_>| {
+        for (i, item) in batch.records.children().enumerate() {
+            match crate::Record::decode_at(item, batch.first_index + i) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    };
+    let mut pos = 0;
+    loop {
+        let feed = dec
+            .feed(&input[pos..], &mut CollectFiles::default())
+            .unwrap();
+        pos += feed.consumed;
+        if feed.records {
+            read(dec.record_batch().unwrap());
+        }
+        if feed.complete {
+            break;
+        }
+    }
+    assert!(dec.records_released() > 0, "the line did not stream");
+    read(dec.record_batch().unwrap());
+    let outcome = first_error.map_or(Ok(()), Err);
+    let Body::Dlist(root) = dec.line().unwrap().body else {
+        panic!("not a dlist line")
+    };
+    let local = root.key().unwrap().eq_ignore_ascii_case(b"LOCAL_MAILBOX");
+    let mut mailbox = parse_streamed_mailbox(dec.line().unwrap(), outcome)?;
+    assert_eq!(mailbox.records, Some(Vec::new()));
+    mailbox.records = Some(records);
+    Ok(Command::Apply(ApplyCommand::Mailbox {
+        local,
+        mailbox: Box::new(mailbox),
+    }))
+}
+
+#[test]
+fn a_streamed_apply_mailbox_parses_as_the_whole_line() {
+    let good = "%(UID 1 MODSEQ 2 LAST_UPDATED 3 FLAGS (\\Seen) INTERNALDATE 4 SIZE 5 \
+                GUID 0123456789012345678901234567890123456789)";
+    let bad = "%(UID 2 MODSEQ 2 LAST_UPDATED 3 FLAGS () INTERNALDATE 4 SIZE 5)";
+    let head = "UNIQUEID u1 MBOXNAME user.john LAST_UID 2 HIGHESTMODSEQ 2 RECENTUID 0 \
+                RECENTTIME 0 LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 UIDVALIDITY 7 \
+                PARTITION default ACL \"\" OPTIONS P";
+    let lines = [
+        format!("APPLY MAILBOX %({head} RECORD ({good} {good}))\r\n"),
+        format!("APPLY local_mailbox %({head} RECORD ({good} {good}))\r\n"),
+        // Keys after RECORD count as they would in a whole line.
+        format!(
+            "APPLY MAILBOX %({head} RECORD ({good} {good}) SINCE_MODSEQ 2 SYNC_CRC 9 \
+             FOLDERMODSEQ 3 ANNOTATIONS (%(ENTRY /a USERID \"\" MODSEQ 1 VALUE v)))\r\n"
+        ),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {good}) MBOXTYPE d)\r\n"),
+        format!("APPLY MAILBOX %(RECORD ({good} {good}) {head})\r\n"),
+        // Which error wins: SINCE, ANNOTATIONS, the first bad record, then the rest.
+        format!("APPLY MAILBOX %({head} RECORD ({good} {bad} {good} x))\r\n"),
+        format!("APPLY MAILBOX %(MBOXNAME user.john RECORD ({good} {bad}))\r\n"),
+        format!("APPLY MAILBOX %(MBOXNAME user.john RECORD ({good} {good}))\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {bad}) SINCE_MODSEQ x)\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {bad}) ANNOTATIONS x)\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {good}) FOLDERMODSEQ x)\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {bad}) FOLDERMODSEQ x)\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} {good}) LAST_UID x)\r\n"),
+        format!("APPLY MAILBOX %({head} RECORD ({good} NIL))\r\n"),
+    ];
+    for line in &lines {
+        let whole = parse(line.as_bytes());
+        let streamed = parse_streamed(line.as_bytes());
+        assert_eq!(streamed, whole, "{line}");
+    }
+}
