@@ -14,7 +14,7 @@
 //! worst, a missing sync_log record, which the next full sync (`-A`) covers, exactly
 //! the window Cyrus has.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -88,8 +88,13 @@ pub struct Txn<'c> {
     tx: Option<rusqlite::Transaction<'c>>,
     config: &'c StoreConfig,
     crc_delta: BTreeMap<i64, SyncCrcs>,
-    new_files: Vec<PathBuf>,
-    new_dirs: BTreeSet<PathBuf>,
+    /// Message files this transaction created, fsynced at commit and removed on abort.
+    /// Every one is `<dir>/<uid>.`, so it is kept as (index into `new_dirs`, uid):
+    /// 8 bytes a file rather than a path, which keeps a 20,000-message apply from
+    /// holding 20,000 paths.
+    new_files: Vec<(u32, u32)>,
+    /// Directories that gained entries, fsynced at commit after the files.
+    new_dirs: Vec<PathBuf>,
     unlink_after: Vec<PathBuf>,
     rmdir_after: Vec<PathBuf>,
     log: Vec<LogEntry>,
@@ -140,7 +145,7 @@ impl<'c> Txn<'c> {
             config,
             crc_delta: BTreeMap::new(),
             new_files: Vec::new(),
-            new_dirs: BTreeSet::new(),
+            new_dirs: Vec::new(),
             unlink_after: Vec::new(),
             rmdir_after: Vec::new(),
             log: Vec::new(),
@@ -452,14 +457,12 @@ impl<'c> Txn<'c> {
             }
             FileSource::Link(source) => {
                 link_or_copy(source, &path)?;
-                self.new_files.push(path.clone());
-                self.new_dirs.insert(dir.clone());
+                self.new_file(&dir, record.uid);
                 true
             }
             FileSource::Reader(reader) => {
                 let (guid, size) = files::write_message(&path, reader)?;
-                self.new_files.push(path.clone());
-                self.new_dirs.insert(dir.clone());
+                self.new_file(&dir, record.uid);
                 if guid != record.guid || size != u64::from(record.size) {
                     let _ = std::fs::remove_file(&path);
                     self.new_files.pop();
@@ -528,6 +531,31 @@ impl<'c> Txn<'c> {
         Ok(())
     }
 
+    /// Notes a message file this transaction created (`<dir>/<uid>.`).
+    fn new_file(&mut self, dir: &Path, uid: u32) {
+        // A transaction writes into few directories, mostly one after the other.
+        let index = match self.new_dirs.iter().rposition(|d| d == dir) {
+            Some(i) => i,
+            None => {
+                self.new_dirs.push(dir.to_owned());
+                self.new_dirs.len() - 1
+            }
+        };
+        self.new_files.push((index as u32, uid));
+    }
+
+    /// The paths of `new_files`, a bounded number at a time.
+    fn new_file_paths(&self) -> impl Iterator<Item = Vec<PathBuf>> + '_ {
+        /// Paths built at once for the parallel fsync (about 150 KB of them).
+        const CHUNK: usize = 1024;
+        self.new_files.chunks(CHUNK).map(|chunk| {
+            chunk
+                .iter()
+                .map(|&(dir, uid)| message_path(&self.new_dirs[dir as usize], uid))
+                .collect()
+        })
+    }
+
     /// Renames a mailbox, moving its files if the partition changes.
     pub fn rename_mailbox(&mut self, id: i64, new_name: &str, new_partition: &str) -> Result<()> {
         validate_internal(new_name)?;
@@ -561,10 +589,9 @@ impl<'c> Txn<'c> {
                 let from = message_path(&old_dir, uid);
                 let to = message_path(&new_dir, uid);
                 link_or_copy(&from, &to)?;
-                self.new_files.push(to);
+                self.new_file(&new_dir, uid);
                 self.unlink_after.push(from);
             }
-            self.new_dirs.insert(new_dir);
             self.rmdir_after.push(old_dir);
         }
         let owner = self.config.namespace.owner(new_name);
@@ -806,8 +833,10 @@ impl<'c> Txn<'c> {
                     i64::from(annot as u32 ^ delta.annot)
                 ])?;
         }
-        let dirs: Vec<PathBuf> = self.new_dirs.iter().cloned().collect();
-        files::sync_files(&self.new_files, &dirs)?;
+        for paths in self.new_file_paths() {
+            files::sync_files(&paths, &[])?;
+        }
+        files::sync_files(&[], &self.new_dirs)?;
         let tx = self
             .tx
             .take()
@@ -831,8 +860,10 @@ impl<'c> Txn<'c> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.rollback();
         }
-        for path in &self.new_files {
-            let _ = std::fs::remove_file(path);
+        for paths in self.new_file_paths() {
+            for path in paths {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
