@@ -5,15 +5,20 @@
 //! Uploads are streamed straight from the decoder to `<partition>/sync./<id>/` and
 //! hashed on the way, so a file whose bytes do not match its GUID is never staged.
 //! Bytes are gathered in one reused buffer and written in large pieces (one `write`
-//! for most messages); a file gets its final name at once, created exclusively (a new
-//! inode: an earlier staged file of that name may already be linked into a mailbox),
-//! and is only entered in the reserve list once its SHA-1 matched.
+//! for most messages); a file gets its final name `<guid>` at once, created
+//! exclusively (a new inode: an earlier staged file of that name may already be
+//! linked into a mailbox), and is removed if its SHA-1 does not match.
+//!
+//! The directory is the reserve list: `<guid>` is there exactly when that message is
+//! staged (the upload in progress aside), so the list takes no memory however many
+//! messages a session stages (a Cyrus client uploads a whole 20,000-message mailbox
+//! before its `APPLY MAILBOX`), and a lookup is one `stat`.
 //! They are not fsynced here: an append hard-links the staged file into the mailbox
 //! and the mailstore fsyncs it before its commit, which is the only point where
 //! durability is promised. `RESTART`, `EXIT` and the end of the connection remove the
 //! directory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,18 @@ pub enum StagingError {
     BadGuid(String),
     #[error("message {expected} does not match its bytes (SHA-1 {computed})")]
     GuidMismatch { expected: Guid, computed: Guid },
+    #[error("creating the staging directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the record spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing staged message {guid} to {path}: {source}")]
     Io {
         guid: String,
@@ -46,7 +63,12 @@ pub enum StagingError {
 
 impl StagingError {
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StagingError::Io { source, .. } if source.raw_os_error() == Some(28))
+        match self {
+            StagingError::Io { source, .. }
+            | StagingError::Dir { source, .. }
+            | StagingError::Spool { source, .. } => source.raw_os_error() == Some(28),
+            _ => false,
+        }
     }
 }
 
@@ -54,7 +76,6 @@ impl StagingError {
 const WRITE_BUFFER: usize = 256 * 1024;
 
 struct Upload {
-    partition: String,
     guid: Guid,
     path: PathBuf,
     file: File,
@@ -65,7 +86,6 @@ struct Upload {
 pub struct Staging {
     config: StoreConfig,
     id: String,
-    staged: HashMap<(String, Guid), PathBuf>,
     upload: Option<Upload>,
     /// Unwritten bytes of the current upload (at most [`WRITE_BUFFER`]).
     buffer: Vec<u8>,
@@ -79,7 +99,7 @@ impl std::fmt::Debug for Staging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Staging")
             .field("id", &self.id)
-            .field("staged", &self.staged.len())
+            .field("dirs", &self.dirs)
             .finish()
     }
 }
@@ -101,7 +121,6 @@ impl Staging {
         Staging {
             config: config.clone(),
             id,
-            staged: HashMap::new(),
             upload: None,
             buffer: Vec::new(),
             dirs: HashSet::new(),
@@ -110,11 +129,10 @@ impl Staging {
     }
 
     /// The staging directory of a partition, created on first use.
-    fn ensure_dir(&mut self, partition: &str, guid: &Guid) -> Result<PathBuf, StagingError> {
+    fn ensure_dir(&mut self, partition: &str) -> Result<PathBuf, StagingError> {
         let dir = self.dir(partition)?;
         if !self.dirs.contains(partition) {
-            fs::create_dir_all(&dir).map_err(|source| StagingError::Io {
-                guid: guid.to_hex(),
+            fs::create_dir_all(&dir).map_err(|source| StagingError::Dir {
                 path: dir.clone(),
                 source,
             })?;
@@ -132,10 +150,20 @@ impl Staging {
     }
 
     /// The staged file for (partition, GUID), if any.
-    pub fn get(&self, partition: &str, guid: &Guid) -> Option<&Path> {
-        self.staged
-            .get(&(partition.to_owned(), *guid))
-            .map(PathBuf::as_path)
+    pub fn get(&self, partition: &str, guid: &Guid) -> Option<PathBuf> {
+        if !self.dirs.contains(partition) {
+            return None;
+        }
+        let path = self.dir(partition).ok()?.join(guid.to_hex());
+        // An upload being written under its final name is not staged until it hashed
+        // right (never the case between lines, where lookups happen; but cheap to be
+        // sure of).
+        if self.upload.as_ref().is_some_and(|up| up.path == path) {
+            return None;
+        }
+        fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
     }
 
     /// Whether an upload of this GUID arrived with bytes that hash to something else.
@@ -144,6 +172,29 @@ impl Staging {
             .iter()
             .find(|(expected, _)| expected == guid)
             .map(|(_, computed)| *computed)
+    }
+
+    /// A new, empty, already unlinked file in the partition's staging directory, for
+    /// the records of a streamed `APPLY MAILBOX` ([`crate::spool`]): on the same disk
+    /// as the messages, private to this connection, and gone with it whatever happens.
+    pub fn spool_file(&mut self, partition: &str) -> Result<File, StagingError> {
+        let dir = self.ensure_dir(partition)?;
+        let path = dir.join(format!(
+            "records.{}",
+            NEXT_STAGING_ID.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |source| StagingError::Spool {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
+        fs::remove_file(&path).map_err(io)?;
+        Ok(file)
     }
 
     /// Stages an existing file (found by `APPLY RESERVE`, already hash-checked) by
@@ -157,7 +208,7 @@ impl Staging {
         if self.get(partition, &guid).is_some() {
             return Ok(());
         }
-        let dir = self.ensure_dir(partition, &guid)?;
+        let dir = self.ensure_dir(partition)?;
         let io = |path: &Path, source| StagingError::Io {
             guid: guid.to_hex(),
             path: path.to_owned(),
@@ -168,7 +219,6 @@ impl Staging {
         if fs::hard_link(source, &path).is_err() {
             fs::copy(source, &path).map_err(|e| io(&path, e))?;
         }
-        self.staged.insert((partition.to_owned(), guid), path);
         Ok(())
     }
 
@@ -176,7 +226,6 @@ impl Staging {
     pub fn clear(&mut self) {
         self.upload = None;
         self.buffer = Vec::new();
-        self.staged.clear();
         self.corrupt.clear();
         self.dirs.clear();
         for root in self.config.partitions.values() {
@@ -189,7 +238,7 @@ impl Staging {
         let guid = Guid::parse(header.guid).map_err(|_| {
             StagingError::BadGuid(String::from_utf8_lossy(header.guid).into_owned())
         })?;
-        let dir = self.ensure_dir(&partition, &guid)?;
+        let dir = self.ensure_dir(&partition)?;
         let io = |path: &Path, source| StagingError::Io {
             guid: guid.to_hex(),
             path: path.to_owned(),
@@ -197,7 +246,7 @@ impl Staging {
         };
         // Sent again while staged: checked under a temporary name, then renamed over
         // the staged one, which stays usable if these bytes turn out corrupt.
-        let path = if self.staged.contains_key(&(partition.clone(), guid)) {
+        let path = if self.get(&partition, &guid).is_some() {
             dir.join(format!("{}.tmp", guid.to_hex()))
         } else {
             dir.join(guid.to_hex())
@@ -218,7 +267,6 @@ impl Staging {
             self.buffer.reserve_exact(WRITE_BUFFER);
         }
         self.upload = Some(Upload {
-            partition,
             guid,
             path,
             file,
@@ -278,17 +326,14 @@ impl Staging {
             // answering the APPLY MAILBOX that needs this file.
             return Ok(());
         }
-        let mut path = up.path;
-        if path.extension().is_some_and(|e| e == "tmp") {
-            let staged = path.with_extension("");
-            fs::rename(&path, &staged).map_err(|source| StagingError::Io {
+        if up.path.extension().is_some_and(|e| e == "tmp") {
+            let staged = up.path.with_extension("");
+            fs::rename(&up.path, &staged).map_err(|source| StagingError::Io {
                 guid: up.guid.to_hex(),
                 path: staged.clone(),
                 source,
             })?;
-            path = staged;
         }
-        self.staged.insert((up.partition, up.guid), path);
         Ok(())
     }
 }
