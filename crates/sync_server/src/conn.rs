@@ -48,6 +48,9 @@ fn swapping() -> io::Error {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadOutcome {
     Line,
+    /// The line is not complete, but a batch of its RECORD items is ready in the
+    /// decoder ([`csync_protocol::Feed::records`]); read on after taking it.
+    Records,
     Eof,
     Timeout,
 }
@@ -102,8 +105,9 @@ impl Conn {
         self.deflater.is_some()
     }
 
-    /// Reads until the decoder completes a line. File literal bytes go to `sink` as
-    /// they arrive (through `block_in_place` when the sink may write to disk).
+    /// Reads until the decoder completes a line, or pauses with a batch of RECORD
+    /// items. File literal bytes go to `sink` as they arrive (through
+    /// `block_in_place` when the sink may write to disk).
     pub async fn read_line(
         &mut self,
         decoder: &mut Decoder,
@@ -129,6 +133,9 @@ impl Conn {
                 self.pos += feed.consumed;
                 if feed.complete {
                     return Ok(ReadOutcome::Line);
+                }
+                if feed.records {
+                    return Ok(ReadOutcome::Records);
                 }
             }
             self.input.clear();

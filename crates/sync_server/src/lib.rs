@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod session;
+pub mod spool;
 pub mod staging;

@@ -4,18 +4,24 @@
 //!
 //! Where Cyrus aborts or crashes (an append whose file was never staged, a file whose
 //! bytes do not hash to its GUID, an unknown partition), this answers with a clear
-//! `NO` and changes nothing: all validation happens before the transaction starts.
+//! `NO` and changes nothing: all validation happens before the transaction starts
+//! (for a big `APPLY MAILBOX`, while its records arrive: [`Replica::stream_records`]).
 
 use std::collections::BTreeSet;
 
 use csync_mailstore::{FileSource, LogEntry, Mailbox, Store, StoreError};
-use csync_protocol::command::{ApplyCommand, Command, GetCommand, RestoreCommand};
+use csync_protocol::command::{
+    ApplyCommand, Command, CommandError, GetCommand, RestoreCommand, parse_streamed_mailbox,
+};
 use csync_protocol::crc::crc_matches;
+use csync_protocol::decode::{Body, Decoder, RecordBatch};
 use csync_protocol::encode::{Encoder, LiteralStyle};
-use csync_protocol::mailbox::{MailboxState, Record};
+use csync_protocol::mailbox::{FieldError, MailboxState, Record, Required};
 use csync_protocol::response::{DataItem, FetchedFile, SyncStatus, lines};
+use csync_protocol::value::Item;
 use csync_protocol::{Guid, MailboxAnnotation, SieveScript};
 
+use crate::spool::{Planned, Spool, SpoolError};
 use crate::staging::Staging;
 
 /// A failed command: the status the client sees and the detail the log gets.
@@ -61,6 +67,58 @@ pub enum Executed {
     NotMine,
 }
 
+/// RECORD items per batch of a streamed `APPLY MAILBOX` (see
+/// [`Replica::stream_records`]): what the decoder's arena holds of one at a time.
+pub const RECORD_BATCH: usize = 1024;
+
+/// How a streamed `APPLY MAILBOX` line ended ([`Replica::finish_stream`]).
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// The line is not a valid `APPLY MAILBOX`: the reply [`Command::parse`] gives
+    /// for the whole line.
+    Refused(CommandError),
+    /// It was checked and, if `outcome` is Ok, committed: `OK success` or the
+    /// failure's status line follows, as for [`Executed::Status`].
+    Applied {
+        mboxname: String,
+        /// RECORD items in the line.
+        records: u64,
+        outcome: Outcome,
+    },
+}
+
+/// Where an `APPLY MAILBOX` goes.
+#[derive(Clone, Debug)]
+struct Target {
+    /// The replica's mailbox of that name and uniqueid, updated.
+    replica: Option<Mailbox>,
+    /// A mailbox of that name but another uniqueid (empty, or any with FORCE),
+    /// replaced by a new one.
+    replace: Option<i64>,
+}
+
+/// An `APPLY MAILBOX` whose RECORD items arrive in batches: each is read and
+/// dry-run as it comes, the records to write wait in a spool, and the end of the line
+/// decides as [`Replica::apply_mailbox`] would have for the whole line.
+#[derive(Debug)]
+struct MailboxStream {
+    /// The description as of the first batch: the keys before RECORD.
+    header: MailboxState,
+    /// Decided from the header's MBOXNAME, UNIQUEID and PARTITION, which the whole
+    /// line cannot change (the first of a key wins).
+    target: Result<Target, Failure>,
+    prev_uid: u32,
+    /// The first item that does not read as a record: it decides the reply before
+    /// anything the store says.
+    bad_record: Option<FieldError>,
+    /// The first record the dry run refused.
+    refused: Option<Failure>,
+    /// Records to write, once there is one.
+    spool: Option<Spool>,
+    /// Items received.
+    items: u64,
+}
+
 /// Capabilities this replica can enable with `APPLY CAPABILITIES`.
 pub const CAPABILITIES: [&str; 1] = ["SIEVE-MAILBOX"];
 
@@ -74,6 +132,8 @@ pub struct Replica {
     pub force: bool,
     /// Whether SIEVE-MAILBOX is offered (advertised in the greeting).
     pub offer_sieve_mailbox: bool,
+    /// The `APPLY MAILBOX` being streamed in, if any.
+    stream: Option<MailboxStream>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -107,6 +167,7 @@ impl Replica {
             sieve_mailbox: false,
             force: false,
             offer_sieve_mailbox,
+            stream: None,
         }
     }
 
@@ -132,8 +193,10 @@ impl Replica {
         }
     }
 
-    /// `RESTART`/`EXIT`: the staging area goes.
+    /// `RESTART`/`EXIT`: the staging area goes (and a line being streamed, when the
+    /// connection ends).
     pub fn restart(&mut self) {
+        self.stream = None;
         self.staging.clear();
     }
 
@@ -637,10 +700,34 @@ impl Replica {
         }
     }
 
-    /// `APPLY MAILBOX` (spec §3.4.3), validated completely before anything changes.
+    /// `APPLY MAILBOX` (spec §3.4.3) of a whole line, validated completely before
+    /// anything changes. A line whose RECORD items were streamed goes through
+    /// [`Replica::stream_records`] and [`Replica::finish_stream`] instead, to the same
+    /// checks in the same order.
     fn apply_mailbox(&mut self, mut master: MailboxState) -> Outcome {
         let name = master.mboxname.clone();
         let _span = tracing::info_span!("mailbox", mailbox = %name).entered();
+        self.check_sieve(&master)?;
+        if master.is_placeholder() {
+            return self.apply_placeholder(master);
+        }
+        let target = self.target(&master)?;
+        self.check_gates(&master, &target)?;
+        // Dry run over the records: what is an update, what an append, and is every
+        // append's file here and intact? (Taken, not cloned: `master` is cloned below.)
+        let records = master.records.take().unwrap_or_default();
+        let mut plan = Vec::with_capacity(records.len());
+        let mut prev_uid = 0;
+        for rec in records {
+            if let Some(planned) = self.check_record(&master, &target, &mut prev_uid, rec)? {
+                plan.push(planned);
+            }
+        }
+        self.commit_mailbox(&master, &target, plan.into_iter().map(Ok))
+    }
+
+    /// A `#sieve` mailbox (type `f`) only with SIEVE-MAILBOX enabled.
+    fn check_sieve(&self, master: &MailboxState) -> Outcome {
         let is_sieve = master
             .mboxtype
             .as_deref()
@@ -648,12 +735,16 @@ impl Replica {
         if is_sieve && !self.sieve_mailbox {
             return Err(Failure::new(
                 SyncStatus::BadParameters,
-                format!("{name}: a #sieve mailbox needs SIEVE-MAILBOX"),
+                format!("{}: a #sieve mailbox needs SIEVE-MAILBOX", master.mboxname),
             ));
         }
-        if master.is_placeholder() {
-            return self.apply_placeholder(master);
-        }
+        Ok(())
+    }
+
+    /// Decides between update, create and replace. Reads only MBOXNAME, UNIQUEID and
+    /// PARTITION (and FORCE), which a streamed line has before its records.
+    fn target(&self, master: &MailboxState) -> Result<Target, Failure> {
+        let name = &master.mboxname;
         self.store
             .config()
             .partition_root(&master.partition)
@@ -663,10 +754,8 @@ impl Replica {
                     format!("{name}: unknown partition {}", master.partition),
                 )
             })?;
-        let force = self.force;
-        let existing = self.store.mailbox(&name)?.filter(Mailbox::is_real);
-        // Decide between update, create and replace.
-        let (replica, replace): (Option<Mailbox>, Option<i64>) = match existing {
+        let existing = self.store.mailbox(name)?.filter(Mailbox::is_real);
+        match existing {
             None => {
                 if let Some(other) = self.store.mailbox_by_uniqueid(&master.uniqueid)?
                     && other.is_real()
@@ -680,24 +769,40 @@ impl Replica {
                         ),
                     ));
                 }
-                (None, None)
+                Ok(Target {
+                    replica: None,
+                    replace: None,
+                })
             }
             Some(m) if m.state.uniqueid != master.uniqueid => {
-                if force || m.state.last_uid == 0 {
-                    (None, Some(m.id))
+                if self.force || m.state.last_uid == 0 {
+                    Ok(Target {
+                        replica: None,
+                        replace: Some(m.id),
+                    })
                 } else {
-                    return Err(Failure::new(
+                    Err(Failure::new(
                         SyncStatus::MailboxMoved,
                         format!(
                             "{name}: replica has uniqueid {}, master {}",
                             m.state.uniqueid, master.uniqueid
                         ),
-                    ));
+                    ))
                 }
             }
-            Some(m) => (Some(m), None),
-        };
-        if let (Some(since), Some(r)) = (&master.since, &replica)
+            Some(m) => Ok(Target {
+                replica: Some(m),
+                replace: None,
+            }),
+        }
+    }
+
+    /// The mailbox-level checks between the target and the records: SINCE_MODSEQ,
+    /// the type, and a master that is behind the replica.
+    fn check_gates(&self, master: &MailboxState, target: &Target) -> Outcome {
+        let name = &master.mboxname;
+        let force = self.force;
+        if let (Some(since), Some(r)) = (&master.since, &target.replica)
             && since.modseq != 0
         {
             let crc_annot = r.state.sync_crc_annot.unwrap_or(0);
@@ -719,7 +824,7 @@ impl Replica {
                 ));
             }
         }
-        if let Some(r) = &replica {
+        if let Some(r) = &target.replica {
             if r.state.mboxtype != master.mboxtype {
                 return Err(Failure::new(
                     SyncStatus::Unknown,
@@ -755,105 +860,129 @@ impl Replica {
                 )?;
             }
         }
-        // Dry run over the records: what is an update, what an append, and is every
-        // append's file here and intact? (Taken, not cloned: a batch holds up to 8192
-        // records, and `master` is cloned below.)
-        let records = master.records.take().unwrap_or_default();
-        let replica_last_uid = replica.as_ref().map_or(0, |m| m.state.last_uid);
-        let mut plan: Vec<(Record, Option<std::path::PathBuf>)> = Vec::with_capacity(records.len());
-        let mut prev_uid = 0;
-        for rec in records {
-            if rec.uid <= prev_uid {
-                return Err(Failure::new(
-                    SyncStatus::ProtocolError,
-                    format!(
-                        "{name}: records not in ascending uid order at uid {}",
-                        rec.uid
-                    ),
-                ));
+        Ok(())
+    }
+
+    /// The dry run of one record, in uid order (`prev_uid` carries the order check):
+    /// the record to write, `None` when there is nothing to store, or why the whole
+    /// mailbox is refused. Reads MBOXNAME and PARTITION of `master` only.
+    fn check_record(
+        &self,
+        master: &MailboxState,
+        target: &Target,
+        prev_uid: &mut u32,
+        rec: Record,
+    ) -> Result<Option<Planned>, Failure> {
+        let name = &master.mboxname;
+        let force = self.force;
+        if rec.uid <= *prev_uid {
+            return Err(Failure::new(
+                SyncStatus::ProtocolError,
+                format!(
+                    "{name}: records not in ascending uid order at uid {}",
+                    rec.uid
+                ),
+            ));
+        }
+        *prev_uid = rec.uid;
+        if rec.guid.is_null() {
+            return Err(Failure::new(
+                SyncStatus::MailboxNotSupported,
+                format!("{name}: uid {} has no GUID", rec.uid),
+            ));
+        }
+        let replica_last_uid = target.replica.as_ref().map_or(0, |m| m.state.last_uid);
+        let old = match &target.replica {
+            Some(r) => self.store.record(r.id, rec.uid)?,
+            None => None,
+        };
+        match old {
+            Some(old) => {
+                let o = &old.record;
+                if o.is_expunged() && rec.is_expunged() {
+                    return Ok(None);
+                }
+                if o.guid != rec.guid {
+                    return Err(Failure::new(
+                        SyncStatus::SyncChecksum,
+                        format!(
+                            "{name}: uid {} has GUID {} here, {} on the master",
+                            rec.uid, o.guid, rec.guid
+                        ),
+                    ));
+                }
+                if !force && o.modseq > rec.modseq {
+                    return Err(Failure::new(
+                        SyncStatus::SyncChecksum,
+                        format!(
+                            "{name}: uid {} modseq {} here is above the master's {}",
+                            rec.uid, o.modseq, rec.modseq
+                        ),
+                    ));
+                }
+                if o.is_expunged() && !rec.is_expunged() {
+                    return Err(Failure::new(
+                        SyncStatus::SyncChecksum,
+                        format!(
+                            "{name}: uid {} is expunged here but not on the master",
+                            rec.uid
+                        ),
+                    ));
+                }
+                Ok(Some(Planned {
+                    record: rec,
+                    link: false,
+                }))
             }
-            prev_uid = rec.uid;
-            if rec.guid.is_null() {
-                return Err(Failure::new(
-                    SyncStatus::MailboxNotSupported,
-                    format!("{name}: uid {} has no GUID", rec.uid),
-                ));
+            None if rec.uid <= replica_last_uid => {
+                if !rec.is_expunged() {
+                    return Err(Failure::new(
+                        SyncStatus::SyncChecksum,
+                        format!(
+                            "{name}: uid {} is at or below LAST_UID {replica_last_uid} but missing here",
+                            rec.uid
+                        ),
+                    ));
+                }
+                // An expunged record we never had: nothing to store.
+                Ok(None)
             }
-            let old = match &replica {
-                Some(r) => self.store.record(r.id, rec.uid)?,
-                None => None,
-            };
-            match old {
-                Some(old) => {
-                    let o = &old.record;
-                    if o.is_expunged() && rec.is_expunged() {
-                        continue;
-                    }
-                    if o.guid != rec.guid {
-                        return Err(Failure::new(
-                            SyncStatus::SyncChecksum,
-                            format!(
-                                "{name}: uid {} has GUID {} here, {} on the master",
-                                rec.uid, o.guid, rec.guid
-                            ),
-                        ));
-                    }
-                    if !force && o.modseq > rec.modseq {
-                        return Err(Failure::new(
-                            SyncStatus::SyncChecksum,
-                            format!(
-                                "{name}: uid {} modseq {} here is above the master's {}",
-                                rec.uid, o.modseq, rec.modseq
-                            ),
-                        ));
-                    }
-                    if o.is_expunged() && !rec.is_expunged() {
-                        return Err(Failure::new(
-                            SyncStatus::SyncChecksum,
-                            format!(
-                                "{name}: uid {} is expunged here but not on the master",
-                                rec.uid
-                            ),
-                        ));
-                    }
-                    plan.push((rec, None));
+            None => {
+                let staged = self.staging.get(&master.partition, &rec.guid).is_some();
+                if !staged && !rec.is_expunged() {
+                    let detail = match self.staging.was_corrupt(&rec.guid) {
+                        Some(computed) => format!(
+                            "{name}: uid {}: uploaded bytes hash to {computed}, not {}",
+                            rec.uid, rec.guid
+                        ),
+                        None => format!(
+                            "{name}: uid {}: message {} was neither uploaded nor reserved",
+                            rec.uid, rec.guid
+                        ),
+                    };
+                    return Err(Failure::new(SyncStatus::ProtocolError, detail));
                 }
-                None if rec.uid <= replica_last_uid => {
-                    if !rec.is_expunged() {
-                        return Err(Failure::new(
-                            SyncStatus::SyncChecksum,
-                            format!(
-                                "{name}: uid {} is at or below LAST_UID {replica_last_uid} but missing here",
-                                rec.uid
-                            ),
-                        ));
-                    }
-                    // An expunged record we never had: nothing to store.
-                }
-                None => {
-                    let staged = self
-                        .staging
-                        .get(&master.partition, &rec.guid)
-                        .map(|p| p.to_path_buf());
-                    if staged.is_none() && !rec.is_expunged() {
-                        let detail = match self.staging.was_corrupt(&rec.guid) {
-                            Some(computed) => format!(
-                                "{name}: uid {}: uploaded bytes hash to {computed}, not {}",
-                                rec.uid, rec.guid
-                            ),
-                            None => format!(
-                                "{name}: uid {}: message {} was neither uploaded nor reserved",
-                                rec.uid, rec.guid
-                            ),
-                        };
-                        return Err(Failure::new(SyncStatus::ProtocolError, detail));
-                    }
-                    plan.push((rec, staged));
-                }
+                Ok(Some(Planned {
+                    record: rec,
+                    link: staged,
+                }))
             }
         }
-        // Commit: header, ACL, annotations, records, in one transaction.
-        let replica_id = replica.as_ref().map(|m| m.id);
+    }
+
+    /// Commits a checked mailbox: header, ACL, annotations and `records`, in one
+    /// transaction; then the CRC check. `records` is read inside the transaction, one
+    /// at a time, so a spooled mailbox is never whole in memory.
+    fn commit_mailbox(
+        &mut self,
+        master: &MailboxState,
+        target: &Target,
+        records: impl Iterator<Item = Result<Planned, SpoolError>>,
+    ) -> Outcome {
+        let name = master.mboxname.clone();
+        let replica_id = target.replica.as_ref().map(|m| m.id);
+        let replace = target.replace;
+        let staging = &self.staging;
         let committed: csync_mailstore::Mailbox = self.store.write(|txn| {
             if let Some(old) = replace {
                 txn.delete_mailbox(old, None)?;
@@ -868,15 +997,24 @@ impl Replica {
                 }
             };
             let mut appended = false;
-            for (rec, staged) in &plan {
-                let source = match staged {
-                    Some(path) if rec.uid > replica_last_uid => {
-                        appended = true;
-                        FileSource::Link(path)
-                    }
-                    _ => FileSource::Keep,
-                };
-                txn.put_record(&m, rec, source)?;
+            for planned in records {
+                let Planned { record, link } =
+                    planned.map_err(|e| StoreError::Invalid(e.to_string()))?;
+                if link {
+                    // The dry run saw it staged; nothing unstages within a line.
+                    let path = staging
+                        .get(&master.partition, &record.guid)
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "{name}: uid {}: staged message {} is gone",
+                                record.uid, record.guid
+                            ))
+                        })?;
+                    appended = true;
+                    txn.put_record(&m, &record, FileSource::Link(&path))?;
+                } else {
+                    txn.put_record(&m, &record, FileSource::Keep)?;
+                }
             }
             let s = &mut m.state;
             s.acl = master.acl.clone();
@@ -926,6 +1064,178 @@ impl Replica {
         Ok(())
     }
 
+    /// The decoder paused with a batch of an `APPLY MAILBOX`'s RECORD items
+    /// ([`csync_protocol::Feed::records`]). At the first batch this decides whether
+    /// the line can be applied as it streams: it can when every key a Cyrus client
+    /// writes before RECORD is there and reads (the keys before RECORD decode as an
+    /// `APPLY MAILBOX` on their own) and the mailbox is not an intermediate or a
+    /// tombstone. Otherwise the decoder is told to keep the line whole and it goes
+    /// the usual way, so an unusual key order costs memory, never correctness. Then
+    /// every item of the batch is read and dry-run, and the records to write go to
+    /// the spool.
+    pub fn stream_records(&mut self, decoder: &mut Decoder) {
+        if decoder.records_released() == 0 {
+            // The first batch of a line: whatever an earlier line left is stale.
+            self.stream = None;
+            let started = decoder
+                .record_batch()
+                .and_then(|batch| self.start_stream(batch.mailbox));
+            match started {
+                Some(stream) => self.stream = Some(stream),
+                None => {
+                    decoder.keep_records();
+                    return;
+                }
+            }
+        }
+        let (Some(mut stream), Some(batch)) = (self.stream.take(), decoder.record_batch()) else {
+            return;
+        };
+        self.take_batch(&mut stream, batch);
+        self.stream = Some(stream);
+    }
+
+    /// Whether the line being received is streamed into this replica.
+    pub fn is_streaming(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Drops a streamed line that will not complete (connection lost). Nothing of it
+    /// was written to the store.
+    pub fn abort_stream(&mut self) {
+        self.stream = None;
+    }
+
+    /// A line is complete. When it is a streamed `APPLY MAILBOX`, this finishes it and
+    /// says how; `None` means the line is for the usual path
+    /// ([`Command::parse`], [`Replica::execute`]): it was not streamed, or it is
+    /// malformed (then the stream is dropped, and the usual path gives Cyrus's reply).
+    pub fn finish_stream(&mut self, decoder: &Decoder) -> Option<StreamEnd> {
+        let line = decoder.line()?;
+        let mut stream = self.stream.take()?;
+        if matches!(line.body, Body::Malformed(_)) {
+            return None;
+        }
+        if let Some(tail) = decoder.record_batch() {
+            self.take_batch(&mut stream, tail);
+        }
+        let bad_record = stream.bad_record.take().map_or(Ok(()), Err);
+        let master = match parse_streamed_mailbox(line, bad_record) {
+            Ok(master) => master,
+            Err(refused) => return Some(StreamEnd::Refused(refused)),
+        };
+        let mboxname = master.mboxname.clone();
+        let records = stream.items;
+        let outcome = self.apply_streamed(master, stream);
+        Some(StreamEnd::Applied {
+            mboxname,
+            records,
+            outcome,
+        })
+    }
+
+    fn start_stream(&self, mailbox: Item<'_>) -> Option<MailboxStream> {
+        let header = MailboxState::decode_streamed(mailbox, Required::Apply, Ok(())).ok()?;
+        if header.is_placeholder() {
+            return None;
+        }
+        let _span = tracing::info_span!("mailbox", mailbox = %header.mboxname).entered();
+        let target = self.target(&header);
+        Some(MailboxStream {
+            header,
+            target,
+            prev_uid: 0,
+            bad_record: None,
+            refused: None,
+            spool: None,
+            items: 0,
+        })
+    }
+
+    /// Reads and dry-runs one batch. After the first item that does not read as a
+    /// record nothing else matters (that error is the reply); after the first refused
+    /// record only reading does.
+    fn take_batch(&mut self, stream: &mut MailboxStream, batch: RecordBatch<'_>) {
+        for (i, item) in batch.records.children().enumerate() {
+            stream.items += 1;
+            if stream.bad_record.is_some() {
+                continue;
+            }
+            let record = match Record::decode_at(item, batch.first_index + i) {
+                Ok(record) => record,
+                Err(e) => {
+                    stream.bad_record = Some(e);
+                    continue;
+                }
+            };
+            if stream.refused.is_some() {
+                continue;
+            }
+            let Ok(target) = &stream.target else {
+                continue;
+            };
+            let checked = self.check_record(&stream.header, target, &mut stream.prev_uid, record);
+            let spooled = match checked {
+                Ok(Some(planned)) => self.spool(stream, &planned),
+                Ok(None) => Ok(()),
+                Err(f) => Err(f),
+            };
+            if let Err(f) = spooled {
+                stream.refused = Some(f);
+            }
+        }
+    }
+
+    fn spool(&mut self, stream: &mut MailboxStream, planned: &Planned) -> Outcome {
+        let spool_failure = |e: &dyn std::fmt::Display| {
+            Failure::new(
+                SyncStatus::Unknown,
+                format!("{}: {e}", stream.header.mboxname),
+            )
+        };
+        if stream.spool.is_none() {
+            let file = self
+                .staging
+                .spool_file(&stream.header.partition)
+                .map_err(|e| spool_failure(&e))?;
+            stream.spool = Some(Spool::new(file));
+        }
+        if let Some(spool) = &mut stream.spool {
+            spool.push(planned).map_err(|e| spool_failure(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The end of a streamed `APPLY MAILBOX`: the checks of [`Replica::apply_mailbox`]
+    /// in its order, with the keys of the whole line (a key after RECORD counts as it
+    /// would there), then the records' verdict, then the commit from the spool.
+    fn apply_streamed(&mut self, master: MailboxState, stream: MailboxStream) -> Outcome {
+        let _span = tracing::info_span!("mailbox", mailbox = %master.mboxname).entered();
+        // The first key of a name wins, so what the target was decided from is the
+        // same in the whole line.
+        debug_assert_eq!(master.mboxname, stream.header.mboxname);
+        debug_assert_eq!(master.uniqueid, stream.header.uniqueid);
+        debug_assert_eq!(master.partition, stream.header.partition);
+        self.check_sieve(&master)?;
+        if master.is_placeholder() {
+            return self.apply_placeholder(master);
+        }
+        let target = stream.target?;
+        self.check_gates(&master, &target)?;
+        if let Some(refused) = stream.refused {
+            return Err(refused);
+        }
+        match stream.spool {
+            Some(spool) => {
+                let records = spool.into_reader().map_err(|e| {
+                    Failure::new(SyncStatus::Unknown, format!("{}: {e}", master.mboxname))
+                })?;
+                self.commit_mailbox(&master, &target, records)
+            }
+            None => self.commit_mailbox(&master, &target, std::iter::empty()),
+        }
+    }
+
     /// An intermediate or tombstone: only the mailbox-list entry is written.
     fn apply_placeholder(&mut self, master: MailboxState) -> Outcome {
         let name = master.mboxname.clone();
@@ -967,7 +1277,7 @@ impl Replica {
                     }
                 });
             match self.staging.get(&partition, &rec.guid) {
-                Some(p) => files.push((rec.clone(), p.to_path_buf())),
+                Some(p) => files.push((rec.clone(), p)),
                 None => {
                     return Err(Failure::new(
                         SyncStatus::ProtocolError,

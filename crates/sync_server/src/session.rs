@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::conn::{Conn, ConnError, ReadOutcome};
-use crate::replica::{Executed, Failure, Replica};
+use crate::replica::{Executed, Failure, RECORD_BATCH, Replica, StreamEnd};
 use crate::server::Shared;
 use crate::staging::Staging;
 use csync_auth::{AuthFailure, Authenticator, Step};
@@ -71,9 +71,14 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Re
             ..Limits::default()
         };
         let staging = Staging::new(&config.store);
+        let mut decoder = Decoder::with_limits(Mode::Commands, limits);
+        // A Cyrus client sends a whole mailbox in one APPLY MAILBOX line: its records
+        // are taken in batches as they arrive, so memory does not grow with the
+        // mailbox (Replica::stream_records).
+        decoder.stream_records(RECORD_BATCH);
         let mut session = Session {
             conn: Conn::new(stream, config.timeout),
-            decoder: Decoder::with_limits(Mode::Commands, limits),
+            decoder,
             replica: Replica::new(store, staging, config.offer_sieve_mailbox),
             login: Login::None,
             peer,
@@ -142,6 +147,17 @@ impl Session {
                     info!("no command for {:?}; closing", self.shared.config.timeout);
                     return Ok(());
                 }
+                Ok(ReadOutcome::Records) => {
+                    // Only a replication admin's records are looked at; anyone else's
+                    // line is refused as a whole when it ends, and its batches are
+                    // just dropped meanwhile.
+                    if matches!(self.login, Login::Admin(_)) {
+                        tokio::task::block_in_place(|| {
+                            self.replica.stream_records(&mut self.decoder)
+                        });
+                    }
+                    continue;
+                }
                 Ok(ReadOutcome::Line) => {}
             }
             if !self.handle_line().await? {
@@ -153,6 +169,29 @@ impl Session {
 
     /// Handles one decoded command line; false ends the session.
     async fn handle_line(&mut self) -> Result<bool, ConnError> {
+        if self.replica.is_streaming() {
+            let end = tokio::task::block_in_place(|| self.replica.finish_stream(&self.decoder));
+            match end {
+                Some(StreamEnd::Refused(CommandError { reply, detail })) => {
+                    debug!("refused: {detail}");
+                    self.conn.write_line(&reply);
+                    return Ok(true);
+                }
+                Some(StreamEnd::Applied {
+                    mboxname,
+                    records,
+                    outcome,
+                }) => {
+                    if outcome.is_ok() {
+                        self.shared.metrics.records_applied.inc_by(records);
+                    }
+                    self.finish(&format!("APPLY MAILBOX {mboxname}"), Vec::new(), outcome);
+                    return Ok(true);
+                }
+                // Malformed: answered below as any malformed line.
+                None => {}
+            }
+        }
         let Some(line) = self.decoder.line() else {
             return Ok(true);
         };

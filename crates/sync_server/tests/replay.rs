@@ -8,7 +8,7 @@ use csync_protocol::command::Command;
 use csync_protocol::decode::{Body, CollectFiles, Decoder, Mode};
 use csync_protocol::response::{SyncStatus, lines};
 use csync_protocol::transcript;
-use csync_sync_server::replica::{Executed, Replica};
+use csync_sync_server::replica::{Executed, Replica, StreamEnd};
 use csync_sync_server::staging::Staging;
 
 const FIXTURES: &str = concat!(
@@ -73,6 +73,22 @@ fn server_replies(server: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn csync_answers_the_real_cyrus_client_exactly_as_the_real_cyrus_replica() {
+    let streamed = replay(0);
+    assert_eq!(streamed, 0);
+}
+
+/// The same sessions with every `APPLY MAILBOX`'s records streamed one at a time, as
+/// the session streams big mailboxes: byte for byte the same replies.
+#[test]
+fn streamed_records_get_the_same_replies_from_the_real_cyrus_sessions() {
+    let streamed = replay(1);
+    // Every APPLY MAILBOX of the captures that has records.
+    assert_eq!(streamed, 9, "APPLY MAILBOX lines streamed");
+}
+
+/// Replays every session; returns how many lines were applied as they streamed.
+fn replay(batch: usize) -> usize {
+    let mut streamed = 0;
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig::single_dir(dir.path());
     let store = Store::open(config.clone()).unwrap();
@@ -87,12 +103,16 @@ fn csync_answers_the_real_cyrus_client_exactly_as_the_real_cyrus_replica() {
         let mut expected = replies.into_iter();
         expected.next().expect("greeting");
         let mut dec = Decoder::new(Mode::Commands);
+        dec.stream_records(batch);
         let mut pos = 0;
         let input = &session.client;
         let mut index = 0;
         while pos < input.len() {
             let feed = dec.feed(&input[pos..], &mut replica.staging).unwrap();
             pos += feed.consumed;
+            if feed.records {
+                replica.stream_records(&mut dec);
+            }
             if !feed.complete {
                 continue;
             }
@@ -101,6 +121,23 @@ fn csync_answers_the_real_cyrus_client_exactly_as_the_real_cyrus_replica() {
             let want = expected
                 .next()
                 .unwrap_or_else(|| panic!("{name}: no reply for command {index}"));
+            if let Some(end) = replica.finish_stream(&dec) {
+                streamed += 1;
+                let got = match end {
+                    StreamEnd::Refused(e) => e.reply,
+                    StreamEnd::Applied { outcome, .. } => match outcome {
+                        Ok(()) => SyncStatus::Ok.line().to_owned(),
+                        Err(f) => f.status.line().to_owned(),
+                    },
+                } + "\r\n";
+                assert_eq!(
+                    got,
+                    String::from_utf8_lossy(&want),
+                    "{name}, command {index} (streamed)"
+                );
+                compared += 1;
+                continue;
+            }
             let command = Command::parse(line).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             if matches!(
                 command,
@@ -138,4 +175,5 @@ fn csync_answers_the_real_cyrus_client_exactly_as_the_real_cyrus_replica() {
     assert!(compared > 50, "only {compared} replies compared");
     let report = replica.store.verify(None, true).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    streamed
 }

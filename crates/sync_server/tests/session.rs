@@ -344,6 +344,59 @@ fn replicate_compressed_then_check_durably_stored() {
 }
 
 #[test]
+fn a_big_mailbox_streams_in_and_a_line_cut_in_its_records_commits_nothing() {
+    // More records than one batch (RECORD_BATCH), so the session takes them as they
+    // arrive: through compression, the record pauses, the spool and the commit.
+    let records: Vec<String> = (1..=3000).map(|uid| record(uid, u64::from(uid))).collect();
+    let line = apply_mailbox(&records.join(" "), 3000, 3000);
+    let server = Server::start("");
+    let staging = server.root().join("spool/sync.");
+    let mut c = server.connect();
+    c.greeting();
+    assert_eq!(c.login("repluser", "secret"), "OK Success (no protection)");
+    c.compress();
+    assert_eq!(c.command(&apply_message(M1, M1_GUID)), ["OK success"]);
+    // Half the line, then the connection goes.
+    c.send(&line[..line.len() / 2]);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = server.connect();
+    c.greeting();
+    assert_eq!(c.login("repluser", "secret"), "OK Success (no protection)");
+    assert_eq!(c.command(b"GET MAILBOXES (user.john)\r\n"), ["OK success"]);
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the cut session's staging is left: {left:?}"
+    );
+    // The whole line on a new connection.
+    assert_eq!(c.command(&apply_message(M1, M1_GUID)), ["OK success"]);
+    assert_eq!(c.command(&line), ["OK success"]);
+    let reply = c.command(b"GET MAILBOXES (user.john)\r\n");
+    assert!(
+        reply[0].contains("LAST_UID 3000 HIGHESTMODSEQ 3000"),
+        "{reply:?}"
+    );
+    // A bad record late in the line: refused, nothing changes.
+    let mut late = records.clone();
+    late.push(record(3001, 3001));
+    late.swap(2500, 2999);
+    let bad = apply_mailbox(&late.join(" "), 3001, 3001);
+    assert_eq!(c.command(&bad), ["NO IMAP_PROTOCOL_ERROR Protocol error"]);
+    assert_eq!(c.command(b"GET MAILBOXES (user.john)\r\n"), reply);
+    assert_eq!(c.command(b"EXIT\r\n"), ["OK Finished"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let config = csync_mailstore::StoreConfig::single_dir(&server.root());
+    let store = csync_mailstore::Store::open(config).unwrap();
+    let m = store.real_mailbox("user.john").unwrap();
+    assert_eq!(store.message_count(m.id).unwrap(), 3000);
+    assert!(store.verify(None, false).unwrap().is_clean());
+}
+
+#[test]
 fn hostile_input_gets_clear_answers_and_the_server_stays_up() {
     let server = Server::start("maxliteral: 4096\n");
     let mut c = server.connect();
