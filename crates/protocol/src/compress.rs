@@ -192,6 +192,82 @@ impl Deflater {
     }
 }
 
+impl Deflater {
+    /// Continues the stream after segments that other compressors produced (see
+    /// [`SegmentDeflater`]): `history` is the plain text they covered, of which the
+    /// last 32 KiB become this compressor's dictionary.
+    pub fn continue_after(&mut self, history: &[u8]) {
+        if history.is_empty() {
+            return;
+        }
+        self.stored_tail.clear();
+        self.stored_tail
+            .extend_from_slice(&history[history.len().saturating_sub(WINDOW)..]);
+        self.stale = true;
+        self.storing = false;
+    }
+}
+
+/// Deflates one segment of a stream on its own, so that several threads can compress
+/// consecutive segments of one connection's stream at once (as pigz does). Each
+/// segment starts from a fresh compressor primed with the 32 KiB of plain text before
+/// it and ends with a sync flush, so the segments' outputs, concatenated in order,
+/// are one valid DEFLATE stream: a back reference only reaches into bytes the peer
+/// already has in its window. A segment that deflate cannot shrink is stored, as by
+/// [`Deflater`].
+#[derive(Debug)]
+pub struct SegmentDeflater {
+    stream: Compress,
+    probe: Compress,
+    level: u32,
+}
+
+impl SegmentDeflater {
+    /// `level` 0 (store) to 9 (best); larger values are treated as 9.
+    pub fn new(level: u32) -> Self {
+        let level = level.min(9);
+        SegmentDeflater {
+            stream: Compress::new(Compression::new(level), false),
+            probe: Compress::new(Compression::new(level), false),
+            level,
+        }
+    }
+
+    /// Appends the compressed form of `plain` to `out`, ending with a sync flush;
+    /// `history` is the plain text sent before it (only its last 32 KiB matter).
+    pub fn compress(
+        &mut self,
+        history: &[u8],
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let history = &history[history.len().saturating_sub(WINDOW)..];
+        if self.level > 0 && plain.len() >= PROBE_MIN {
+            let sample = &plain[..PROBE_MIN];
+            let start = out.len();
+            self.probe.reset();
+            flush_all(&mut self.probe, sample, out)?;
+            let probed = out.len() - start;
+            out.truncate(start);
+            if incompressible(sample.len(), probed) {
+                let mut store = Compress::new(Compression::none(), false);
+                return flush_all(&mut store, plain, out);
+            }
+        }
+        self.stream.reset();
+        if !history.is_empty() {
+            self.stream.set_dictionary(history)?;
+        }
+        for segment in plain.chunks(SEGMENT) {
+            flush_all(&mut self.stream, segment, out)?;
+        }
+        Ok(())
+    }
+}
+
 fn incompressible(input: usize, output: usize) -> bool {
     output * 100 > input * INCOMPRESSIBLE_PERCENT
 }
@@ -529,6 +605,61 @@ mod tests {
             plain.extend_from_slice(&piece);
         }
         assert_eq!(inflate_in_chunks(&wire, 1 << 20, 1), plain);
+    }
+
+    /// Segments deflated independently (in any order, by separate compressors),
+    /// concatenated in stream order after a Deflater's output, and followed by more
+    /// of that Deflater: one stream that decodes to everything in order.
+    #[test]
+    fn independent_segments_concatenate_into_one_stream() {
+        let mut d = Deflater::new(1);
+        let mut wire = Vec::new();
+        let mut plain = Vec::new();
+        let head = text(50_000);
+        d.compress(&head, &mut wire).unwrap();
+        plain.extend_from_slice(&head);
+        let mut segments: Vec<Vec<u8>> = Vec::new();
+        for n in 0..10u64 {
+            let mut seg = text(1000 + n as usize * 9000);
+            if n % 3 == 1 {
+                seg = noise(200_000, n);
+            }
+            if n % 4 == 2 {
+                // Repeats the end of what came before: matches reach into the history.
+                let from = plain.len() + segments.iter().map(Vec::len).sum::<usize>();
+                let all: Vec<u8> = [&plain[..], &segments.concat()[..]].concat();
+                seg = [&all[from - 20_000..from], &seg[..]].concat();
+            }
+            segments.push(seg);
+        }
+        // Compress the segments back to front with one SegmentDeflater each, as a
+        // pool of threads might finish them.
+        let mut outputs = vec![Vec::new(); segments.len()];
+        for i in (0..segments.len()).rev() {
+            let history: Vec<u8> = [&plain[..], &segments[..i].concat()[..]].concat();
+            SegmentDeflater::new(1)
+                .compress(&history, &segments[i], &mut outputs[i])
+                .unwrap();
+            assert!(outputs[i].ends_with(&SYNC_MARKER));
+        }
+        for (segment, out) in segments.iter().zip(&outputs) {
+            wire.extend_from_slice(out);
+            plain.extend_from_slice(segment);
+        }
+        d.continue_after(&plain);
+        let tail = [&plain[plain.len() - 10_000..], &text(30_000)[..]].concat();
+        let before = wire.len();
+        d.compress(&tail, &mut wire).unwrap();
+        // The tail's first 10,000 bytes are one long match into the history.
+        assert!(wire.len() - before < 10_000, "{}", wire.len() - before);
+        plain.extend_from_slice(&tail);
+        assert_eq!(inflate_in_chunks(&wire, 5000, 9), plain);
+        // Noise segments went out stored (5 bytes per 64 KiB block, plus the marker).
+        assert!(
+            outputs[1].len() <= 200_000 + 4 * 5 + 5,
+            "{}",
+            outputs[1].len()
+        );
     }
 
     /// Level 0 never switches: it stores everything anyway.

@@ -194,6 +194,13 @@ impl ClientConfig {
                     .context("csync_compress_level")?
                     .unwrap_or(1)
                     .clamp(0, 9) as u32,
+                compress_threads: match look
+                    .int("csync_compress_threads")
+                    .context("csync_compress_threads")?
+                {
+                    Some(n) => n.clamp(1, 64) as usize,
+                    None => default_compress_threads(),
+                },
                 sieve_mailbox: false,
                 connect_timeout: Duration::from_secs(seconds("client_timeout", 10)?.max(1) as u64),
                 timeout: Duration::from_secs(timeout),
@@ -320,6 +327,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Threads compressing message uploads when `csync_compress_threads` is not set:
+/// every core up to four (more rarely pays: the replica's disk sets the pace).
+pub fn default_compress_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 #[cfg(test)]

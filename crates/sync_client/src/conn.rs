@@ -14,6 +14,8 @@ use std::time::Duration;
 use csync_auth::{ClientExchange, ClientStep};
 use csync_protocol::command::Command;
 use csync_protocol::compress::{Deflater, Inflater};
+
+use crate::deflate_pool::{DeflatePool, UploadError};
 use csync_protocol::decode::{Body, CollectFiles, Decoder, Mode};
 use csync_protocol::encode::{Encoder, LiteralStyle};
 use csync_protocol::mailbox::Required;
@@ -40,6 +42,9 @@ pub struct ConnectOptions {
     pub require_compress: bool,
     /// Deflate level for what we send (1: fast; the replica decompresses anyway).
     pub compress_level: u32,
+    /// Threads that compress message uploads (`csync_compress_threads`); below 2,
+    /// the connection's own thread does.
+    pub compress_threads: usize,
     /// Ask for SIEVE-MAILBOX when offered. csync stores sieve scripts outside
     /// mailboxes, so it replicates them with the script commands (off).
     pub sieve_mailbox: bool,
@@ -164,6 +169,11 @@ pub struct Connection {
     decoder: Decoder,
     inflater: Option<Inflater>,
     deflater: Option<Deflater>,
+    /// Compresses `APPLY MESSAGE` uploads on several cores; started at the first
+    /// compressed upload when `compress_threads` is 2 or more.
+    deflate_pool: Option<DeflatePool>,
+    compress_level: u32,
+    compress_threads: usize,
     input: Vec<u8>,
     pos: usize,
     raw: Vec<u8>,
@@ -244,6 +254,9 @@ impl Connection {
             sieve_mailbox: false,
             tls: false,
             compressed: false,
+            deflate_pool: None,
+            compress_level: opts.compress_level,
+            compress_threads: opts.compress_threads,
             staged: HashSet::new(),
             unread: VecDeque::new(),
             early: VecDeque::new(),
@@ -672,40 +685,15 @@ impl Connection {
                 completion: Completion::Ok("nothing to upload".into()),
             });
         }
-        let mut enc = Encoder::new(LiteralStyle::NonSynchronizing);
-        csync_protocol::command::encode_apply_message_start(&mut enc);
         debug!(command = %format!("APPLY MESSAGE ({} files)", pending.len()), "sending");
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut sent_bytes = 0u64;
-        for f in &pending {
-            let mut file = File::open(&f.path)?;
-            let size = file.metadata()?.len();
-            if size != u64::from(f.size) {
-                // The file changed under us: Cyrus writes NIL instead of a file literal.
-                enc.nil();
-                continue;
-            }
-            enc.file_header(f.partition.as_bytes(), &f.guid, f.size);
-            let head = enc.take();
-            self.send_raw_buffered(&head)?;
-            let mut left = u64::from(f.size);
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = file.read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(ConnError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{} shrank while being sent", f.path.display()),
-                    )));
-                }
-                self.send_raw_buffered(&buf[..n])?;
-                left -= n as u64;
-            }
-            sent_bytes += u64::from(f.size);
-        }
-        csync_protocol::command::encode_apply_message_end(&mut enc);
-        let tail = enc.take();
-        self.send_raw(&tail)?;
+        let sent_bytes = if self.deflater.is_some() && self.compress_threads >= 2 {
+            self.upload_pooled(&pending)?
+        } else {
+            let mut emit = |bytes: &[u8]| self.send_raw_buffered(bytes);
+            let sent = write_upload(&pending, &mut emit)?;
+            self.stream.flush()?;
+            sent
+        };
         self.stats.commands += 1;
         self.stats.applies += 1;
         let reply = self.read_reply_in_order(Required::ListReply)?;
@@ -717,6 +705,35 @@ impl Connection {
             self.stats.message_bytes_sent += sent_bytes;
         }
         Ok(reply)
+    }
+
+    /// Sends an upload through the deflate pool: its threads compress segments of it
+    /// at once, and the connection's deflater carries on after it.
+    fn upload_pooled(&mut self, files: &[&MessageUpload]) -> Result<u64, ConnError> {
+        if self.deflate_pool.is_none() {
+            self.deflate_pool = Some(DeflatePool::new(
+                self.compress_threads,
+                self.compress_level,
+            )?);
+        }
+        let (Some(pool), Some(deflater)) = (self.deflate_pool.as_mut(), self.deflater.as_mut())
+        else {
+            return Err(ConnError::Protocol("compression is not active".into()));
+        };
+        let stream = &mut self.stream;
+        let stats = &mut self.stats;
+        let mut write = |out: &[u8]| -> io::Result<()> {
+            stats.wire_bytes_out += out.len() as u64;
+            stream.write_all(out)
+        };
+        let mut upload = pool.upload();
+        let sent = write_upload(files, &mut |bytes: &[u8]| {
+            upload.put(bytes, &mut write).map_err(ConnError::from)
+        })?;
+        let (history, _) = upload.finish(&mut write)?;
+        deflater.continue_after(&history);
+        self.stream.flush()?;
+        Ok(sent)
     }
 
     /// Writes without the final flush of the TCP stream (bodies are written in
@@ -790,6 +807,55 @@ impl MessageUpload {
             guid,
             size,
             path: path.to_owned(),
+        }
+    }
+}
+
+/// The plain bytes of `APPLY MESSAGE` with `files` as file literals, streamed from
+/// disk through `emit`; returns the message bytes sent. A file whose size changed
+/// since it was listed goes as NIL, as Cyrus does.
+fn write_upload(
+    files: &[&MessageUpload],
+    emit: &mut dyn FnMut(&[u8]) -> Result<(), ConnError>,
+) -> Result<u64, ConnError> {
+    let mut enc = Encoder::new(LiteralStyle::NonSynchronizing);
+    csync_protocol::command::encode_apply_message_start(&mut enc);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent_bytes = 0u64;
+    for f in files {
+        let mut file = File::open(&f.path)?;
+        let size = file.metadata()?.len();
+        if size != u64::from(f.size) {
+            enc.nil();
+            continue;
+        }
+        enc.file_header(f.partition.as_bytes(), &f.guid, f.size);
+        emit(&enc.take())?;
+        let mut left = u64::from(f.size);
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while being sent", f.path.display()),
+                )));
+            }
+            emit(&buf[..n])?;
+            left -= n as u64;
+        }
+        sent_bytes += u64::from(f.size);
+    }
+    csync_protocol::command::encode_apply_message_end(&mut enc);
+    emit(&enc.take())?;
+    Ok(sent_bytes)
+}
+
+impl From<UploadError> for ConnError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Write(e) => ConnError::Io(e),
+            other => ConnError::Protocol(other.to_string()),
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod deflate_pool;
 pub mod metrics;
 pub mod progress;
 pub mod repair;

@@ -705,7 +705,14 @@ fn csync_master_to_cyrus_replica() {
 
     step(t0, "fill the csync store (phase 1), sync -u");
     fill_phase1(&c, &msgs);
-    c.sync_ok(&["-u", "alice", "bob", "carol"]);
+    let run = c.sync_ok(&["-u", "alice", "bob", "carol"]);
+    // Cyrus offers COMPRESS, so the uploads above went through the deflate pool
+    // (two or more threads on a multi-core machine) and Cyrus inflated them.
+    assert!(
+        run.stderr.contains("compressed=true"),
+        "not compressed: {}",
+        run.stderr
+    );
 
     step(t0, "phase 2, sync -m, then -A");
     fill_phase2(&c, &msgs);
