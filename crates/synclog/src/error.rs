@@ -29,7 +29,7 @@ pub enum SyncLogError {
 
     /// The log file was replaced (rotated by a reader) every time it was locked;
     /// Cyrus gives up after the same number of tries.
-    #[error("{}: replaced {attempts} times while waiting for its lock; record not written", path.display())]
+    #[error("{}: replaced {attempts} times while waiting for its lock (for over 30 s); record not written", path.display())]
     KeptRotating { path: PathBuf, attempts: u32 },
 
     /// An append reached some channels but not these; the other channels have the

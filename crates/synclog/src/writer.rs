@@ -11,9 +11,15 @@ use crate::error::{ChannelFailure, SyncLogError};
 use crate::lock;
 use crate::record::{SyncLogRecord, encode_records};
 
-/// How often a writer reopens a log that was rotated under it before giving up
-/// (Cyrus's `SYNC_LOG_RETRIES`).
+/// How often a writer reopens a log that was rotated under it at once (Cyrus's
+/// `SYNC_LOG_RETRIES`, where Cyrus gives up and the record is lost). csync then
+/// keeps trying with short sleeps for up to [`PERSIST`]: a rolling reader that
+/// rotates as fast as records arrive can beat a writer queued behind others for
+/// the lock 64 times in a row, and it must not cost that writer its record.
 pub const MAX_ATTEMPTS: u32 = 64;
+
+/// How long a writer keeps trying after [`MAX_ATTEMPTS`] quick attempts.
+pub const PERSIST: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `sync_log_unsuppressable_channels` when unset.
 pub const DEFAULT_UNSUPPRESSABLE: &str = "squatter";
@@ -214,10 +220,13 @@ fn open_for_append(path: &Path) -> Result<File, SyncLogError> {
 /// for appending (creating the file 0640 and its directories 0755, less the
 /// umask), wait for an exclusive lock on the whole file, make sure the file is
 /// still the one at `path` (a reader may have renamed it to `log-run` meanwhile;
-/// then start again, at most [`MAX_ATTEMPTS`] times), write everything, fsync,
-/// unlock, close.
+/// then start again: [`MAX_ATTEMPTS`] times at once, then with sleeps of up to
+/// 20 ms for up to [`PERSIST`]), write everything, fsync, unlock, close.
 pub fn append_locked(path: &Path, text: &[u8]) -> Result<(), SyncLogError> {
-    for _ in 0..MAX_ATTEMPTS {
+    let mut attempts: u32 = 0;
+    let mut persist_until = None;
+    loop {
+        attempts += 1;
         let file = open_for_append(path)?;
         lock::lock_exclusive(&file).map_err(SyncLogError::io("lock", path))?;
         let opened = file.metadata().map_err(SyncLogError::io("stat", path))?;
@@ -225,22 +234,35 @@ pub fn append_locked(path: &Path, text: &[u8]) -> Result<(), SyncLogError> {
         // recreated) means "not the same file", as in Cyrus.
         let current = std::fs::metadata(path).ok();
         let same = current.is_some_and(|m| m.ino() == opened.ino() && m.dev() == opened.dev());
-        if !same {
+        if same {
+            let mut writer = &file;
+            writer
+                .write_all(text)
+                .map_err(SyncLogError::io("write", path))?;
+            file.sync_all().map_err(SyncLogError::io("fsync", path))?;
             lock::unlock(&file).map_err(SyncLogError::io("unlock", path))?;
+            return Ok(());
+        }
+        lock::unlock(&file).map_err(SyncLogError::io("unlock", path))?;
+        drop(file);
+        if attempts < MAX_ATTEMPTS {
             continue;
         }
-        let mut writer = &file;
-        writer
-            .write_all(text)
-            .map_err(SyncLogError::io("write", path))?;
-        file.sync_all().map_err(SyncLogError::io("fsync", path))?;
-        lock::unlock(&file).map_err(SyncLogError::io("unlock", path))?;
-        return Ok(());
+        let deadline =
+            *persist_until.get_or_insert_with(|| std::time::Instant::now() + PERSIST);
+        if std::time::Instant::now() >= deadline {
+            return Err(SyncLogError::KeptRotating {
+                path: path.to_path_buf(),
+                attempts,
+            });
+        }
+        // Out of the lock queue for a moment, so the reader finishes its run and
+        // the next attempt finds a log that stays put. The sleep varies between
+        // writers (by pid and attempt) so they do not return in lockstep.
+        let spread = (std::process::id().wrapping_mul(2_654_435_761) ^ attempts) % 5;
+        let step = (attempts - MAX_ATTEMPTS).min(15) + spread;
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(step).max(1)));
     }
-    Err(SyncLogError::KeptRotating {
-        path: path.to_path_buf(),
-        attempts: MAX_ATTEMPTS,
-    })
 }
 
 #[cfg(test)]
