@@ -248,8 +248,7 @@ pub fn append_locked(path: &Path, text: &[u8]) -> Result<(), SyncLogError> {
         if attempts < MAX_ATTEMPTS {
             continue;
         }
-        let deadline =
-            *persist_until.get_or_insert_with(|| std::time::Instant::now() + PERSIST);
+        let deadline = *persist_until.get_or_insert_with(|| std::time::Instant::now() + PERSIST);
         if std::time::Instant::now() >= deadline {
             return Err(SyncLogError::KeptRotating {
                 path: path.to_path_buf(),
