@@ -64,9 +64,11 @@
 //! SIGINT/SIGTERM. It is a benchmark, not a test: `cargo test` does not build or run it,
 //! and a run without `--bench` (`cargo test --benches`) only prints that it skipped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+#[path = "../../../tests/support/cyrus_bench.rs"]
+mod cyrus_bench;
+
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,9 +77,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use cyrus_bench::*;
 
-const INSTALL: &str = "apt-get install -y --no-install-recommends cyrus-imapd cyrus-common \
-                       cyrus-replication sasl2-bin libsasl2-modules openssl python3 gcc libc6-dev";
+const BENCH: &str = "vs_cyrus";
 
 // ---------------------------------------------------------------------------------------
 // Settings
@@ -153,26 +155,6 @@ impl Config {
     }
 }
 
-fn env_usize(key: &str, default: usize) -> Result<usize> {
-    match std::env::var(key) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .with_context(|| format!("{key}={v}: not a number")),
-        _ => Ok(default),
-    }
-}
-
-fn env_flag(key: &str) -> bool {
-    std::env::var(key).is_ok_and(|v| !v.is_empty() && v != "0" && v != "no")
-}
-
-fn workspace() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    p.canonicalize().unwrap_or(p)
-}
-
 impl Settings {
     fn from_env() -> Result<Settings> {
         let messages = env_usize("VS_CYRUS_MESSAGES", 5000)?;
@@ -197,20 +179,7 @@ impl Settings {
             }
             _ => Config::ALL.to_vec(),
         };
-        let dir = match std::env::var_os("VS_CYRUS_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| workspace().join("target"));
-                target.join("vs_cyrus")
-            }
-        };
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir()?.join(dir)
-        };
+        let dir = work_dir("VS_CYRUS_DIR", "vs_cyrus")?;
         Ok(Settings {
             messages,
             users,
@@ -235,63 +204,18 @@ impl Settings {
                 .filter(|b| !b.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sync_server"))),
-            cyrus_bin: std::env::var_os("CYRUS_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/usr/lib/cyrus/bin")),
+            cyrus_bin: cyrus_bin(),
         })
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Everything started is registered here, and stopped by `cleanup` (end, error, signal).
+// Shared with the client bench: tests/support/cyrus_bench.rs (registry of started
+// processes, toolkit runner, /proc readings, the COMPRESS-hiding relay, the corpus, the
+// work dir).
 
-#[derive(Default)]
-struct Registry {
-    /// Cyrus instance dirs (stopped with `cyrus-instance.sh stop`, which only signals the
-    /// pids in the instance's own pid files).
-    instances: Vec<PathBuf>,
-    /// csync servers: pid and a string its command line must contain.
-    servers: Vec<(u32, String)>,
-}
-
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-
-fn register_instance(dir: &Path) {
-    let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let r = r.get_or_insert_with(Registry::default);
-    if !r.instances.iter().any(|d| d == dir) {
-        r.instances.push(dir.to_owned());
-    }
-}
-
-fn unregister_instance(dir: &Path) {
-    if let Some(r) = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        r.instances.retain(|d| d != dir);
-    }
-}
-
-fn register_server(pid: u32, tag: &str) {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(Registry::default)
-        .servers
-        .push((pid, tag.to_owned()));
-}
-
-fn unregister_server(pid: u32) {
-    if let Some(r) = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        r.servers.retain(|(p, _)| *p != pid);
-    }
-}
-
-fn cmdline_has(pid: u32, tag: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(tag))
-        .unwrap_or(false)
-}
-
-/// Descendants of `pid` whose command line contains `tag`.
+/// Descendants of `pid` whose command line contains `tag` (csync's server under
+/// VS_CYRUS_CSYNC_WRAP is the wrapper's child).
 fn descendants_with(pid: u32, tag: &str) -> Vec<u32> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -313,397 +237,6 @@ fn descendants_with(pid: u32, tag: &str) -> Vec<u32> {
         }
     }
     found
-}
-
-/// Stops every registered process (each only if it is still the one we started).
-fn cleanup() {
-    let taken = REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .unwrap_or_default();
-    for (pid, tag) in &taken.servers {
-        // A server under VS_CYRUS_CSYNC_WRAP is a descendant of the registered pid.
-        for server in descendants_with(*pid, tag) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &server.to_string()])
-                .status();
-        }
-        if cmdline_has(*pid, tag) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            for _ in 0..50 {
-                if !cmdline_has(*pid, tag) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if cmdline_has(*pid, tag) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-    for dir in &taken.instances {
-        let _ = kit("cyrus-instance.sh")
-            .args(["stop".as_ref(), dir.as_os_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// On SIGINT/SIGTERM: stop what we started, then exit.
-fn install_signal_handler() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            eprintln!("vs_cyrus: interrupted; stopping what it started");
-            cleanup();
-            std::process::exit(130);
-        });
-    });
-}
-
-// ---------------------------------------------------------------------------------------
-// Small helpers
-
-fn kit(script: &str) -> Command {
-    Command::new(workspace().join("tests/cyrus").join(script))
-}
-
-/// Runs a command to completion; on failure the error carries its output's tail.
-fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        let tail = |b: &[u8]| {
-            let s = String::from_utf8_lossy(b);
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(25)..].join("\n")
-        };
-        bail!(
-            "{what} failed ({}):\n{}\n{}",
-            out.status,
-            tail(&out.stdout),
-            tail(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn env_of(dir: &Path) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(dir.join("instance.env"))
-        .with_context(|| format!("{}/instance.env", dir.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn load1() -> f64 {
-    loadavg()
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn clk_tck() -> f64 {
-    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// (ppid, utime+stime ticks, cutime+cstime ticks, comm) of a process.
-fn proc_stat(pid: u32) -> Option<(u32, u64, u64, String)> {
-    proc_stat_full(pid).map(|(pp, u, s, c, comm)| (pp, u + s, c, comm))
-}
-
-/// (ppid, utime, stime, cutime+cstime, comm) of a process, in ticks.
-fn proc_stat_full(pid: u32) -> Option<(u32, u64, u64, u64, String)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s[open + 1..close].to_owned();
-    let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((n(1)? as u32, n(11)?, n(12)?, n(13)? + n(14)?, comm))
-}
-
-/// Peak resident set (VmHWM) in KiB.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-}
-
-/// CPU of this process's reaped children (sync.sh, timeout, sync_client), in ticks.
-fn reaped_children_ticks() -> u64 {
-    proc_stat(std::process::id()).map_or(0, |(_, _, c, _)| c)
-}
-
-/// Children of `ppid` whose comm is `name`.
-fn children_named(ppid: u32, name: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| proc_stat(pid).is_some_and(|(pp, _, _, comm)| pp == ppid && comm == name))
-        .collect()
-}
-
-fn free_kib(dir: &Path) -> Result<u64> {
-    let out = run(Command::new("df").arg("-Pk").arg(dir), "df")?;
-    out.lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .context("cannot read df output")
-}
-
-/// Number and total size of the message files (`<uid>.`) under a spool.
-fn spool_messages(root: &Path) -> Result<(u64, u64)> {
-    let mut count = 0;
-    let mut bytes = 0;
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| dir.display().to_string()),
-        };
-        for entry in rd {
-            let entry = entry?;
-            let ft = entry.file_type()?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if ft.is_dir() {
-                stack.push(entry.path());
-            } else if ft.is_file()
-                && name.len() > 1
-                && name.ends_with('.')
-                && name[..name.len() - 1].bytes().all(|b| b.is_ascii_digit())
-            {
-                count += 1;
-                bytes += entry.metadata()?.len();
-            }
-        }
-    }
-    Ok((count, bytes))
-}
-
-// ---------------------------------------------------------------------------------------
-// The relay that hides COMPRESS from the client (Cyrus replica, compression off)
-
-struct Relay {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(target: u16) -> Result<Relay> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("relay: bind")?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut sessions = Vec::new();
-            for client in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                sessions.push(std::thread::spawn(move || {
-                    if let Err(e) = relay_session(client, target) {
-                        eprintln!("vs_cyrus: relay: {e:#}");
-                    }
-                }));
-            }
-            for s in sessions {
-                let _ = s.join();
-            }
-        });
-        Ok(Relay {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn relay_session(client: TcpStream, target: u16) -> Result<()> {
-    let upstream = TcpStream::connect(("127.0.0.1", target)).context("relay: connect")?;
-    client.set_nodelay(true)?;
-    upstream.set_nodelay(true)?;
-    let mut to_client = client.try_clone()?;
-    let mut banner = BufReader::new(upstream.try_clone()?);
-    // The banner: `* SASL ...`, `* COMPRESS DEFLATE`, ..., `* OK ...`.
-    loop {
-        let mut line = Vec::new();
-        if banner.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
-        if line.eq_ignore_ascii_case(b"* COMPRESS DEFLATE\r\n") {
-            continue;
-        }
-        to_client.write_all(&line)?;
-        if line.starts_with(b"* OK") || !line.starts_with(b"* ") {
-            break;
-        }
-    }
-    to_client.write_all(banner.buffer())?;
-    drop(banner);
-    let (mut c_in, mut u_out) = (client.try_clone()?, upstream.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let _ = pump(&mut c_in, &mut u_out);
-        let _ = u_out.shutdown(Shutdown::Write);
-    });
-    let mut u_in = upstream;
-    let _ = pump(&mut u_in, &mut to_client);
-    let _ = to_client.shutdown(Shutdown::Write);
-    let _ = up.join();
-    Ok(())
-}
-
-fn pump(from: &mut TcpStream, to: &mut TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Corpus on a real Cyrus master
-
-#[derive(Debug, Clone)]
-struct Corpus {
-    name: &'static str,
-    master: PathBuf,
-    messages: u64,
-    bytes: u64,
-    mailboxes: usize,
-    deliver_s: f64,
-}
-
-fn corpus_marker(recipients: &[String], count: usize, seed: u64) -> String {
-    format!("count={count} seed={seed} to={}", recipients.join(","))
-}
-
-fn make_corpus(
-    s: &Settings,
-    name: &'static str,
-    dir: PathBuf,
-    recipients: Vec<String>,
-    count: usize,
-    seed: u64,
-) -> Result<Corpus> {
-    let marker = corpus_marker(&recipients, count, seed);
-    let marker_file = dir.join("vs_cyrus.corpus");
-    let mailboxes = {
-        let mut r = recipients.clone();
-        r.sort();
-        r.dedup();
-        r.len()
-    };
-    let reuse =
-        s.reuse_master && std::fs::read_to_string(&marker_file).is_ok_and(|m| m.trim() == marker);
-    let mut start = kit("cyrus-instance.sh");
-    start.arg("start").arg(&dir).args(["master", "auto"]);
-    if !reuse {
-        start.arg("--fresh");
-    }
-    register_instance(&dir);
-    run(
-        &mut start,
-        &format!("starting the Cyrus master {}", dir.display()),
-    )?;
-    let mut deliver_s = 0.0;
-    if reuse {
-        eprintln!("vs_cyrus: reusing the {name} corpus in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_file(&marker_file);
-        eprintln!(
-            "vs_cyrus: delivering {count} messages by LMTP to {} mailboxes ({name} corpus) ...",
-            mailboxes
-        );
-        let t = Instant::now();
-        run(
-            kit("cyrusctl.py")
-                .arg(&dir)
-                .args(["deliver", "--to", &recipients.join(",")])
-                .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
-                .arg("--create"),
-            "LMTP delivery (cyrusctl.py deliver)",
-        )?;
-        deliver_s = t.elapsed().as_secs_f64();
-        std::fs::write(&marker_file, format!("{marker}\n"))?;
-    }
-    let (messages, bytes) = spool_messages(&dir.join("spool"))?;
-    ensure!(
-        messages == count as u64,
-        "the master holds {messages} message files, not {count} (see {}/log/cyrus.log)",
-        dir.display()
-    );
-    Ok(Corpus {
-        name,
-        master: dir,
-        messages,
-        bytes,
-        mailboxes,
-        deliver_s,
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1035,7 +568,8 @@ fn start_csync(s: &Settings, dir: &Path, compress: bool) -> Result<(Child, u16)>
         .stderr(log)
         .spawn()
         .context("starting csync's sync_server")?;
-    register_server(child.id(), &conf.display().to_string());
+    // A tree: under VS_CYRUS_CSYNC_WRAP the server is the wrapper's child.
+    register_tree(child.id(), &conf.display().to_string());
     let mut stdout = child.stdout.take().context("server stdout")?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -1087,7 +621,7 @@ fn stop_csync(mut child: Child, tag: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    unregister_server(pid);
+    unregister_tree(pid);
     Ok(())
 }
 
@@ -1303,154 +837,25 @@ fn print_ratios(results: &[RunResult], corpora: &[Corpus]) {
 
 // ---------------------------------------------------------------------------------------
 
-fn require_cyrus(s: &Settings) -> Result<()> {
-    let missing: Vec<String> = ["master", "sync_client", "sync_server", "lmtpd", "imapd"]
-        .iter()
-        .map(|p| s.cyrus_bin.join(p))
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "Cyrus IMAPd 3.6 is not installed (missing {}).\nInstall it with:\n  {INSTALL}\n\
-             or point CYRUS_BIN at an installation.",
-            missing.join(", ")
-        );
-    }
-    for tool in ["python3", "bash"] {
-        ensure!(
-            Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|st| st.success()),
-            "{tool} is required (tests/cyrus)"
-        );
-    }
-    Ok(())
-}
-
-static LAST_BULK_DELETE: Mutex<Option<Instant>> = Mutex::new(None);
-
-fn note_bulk_delete() {
-    *LAST_BULK_DELETE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-}
-
-/// Waits until files this process deleted no longer slow down inode allocation (see
-/// the comment in `bench`): 60 s after their deletion, once the inode table is written
-/// back (dirty_expire 30 s).
-fn settle_after_delete() {
-    const SETTLE: Duration = Duration::from_secs(70);
-    let last = *LAST_BULK_DELETE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = last
-        && t.elapsed() < SETTLE
-    {
-        let wait = SETTLE - t.elapsed();
-        eprintln!(
-            "vs_cyrus: waiting {:.0} s: the old work dir was just removed, and ext4 avoids reusing \
-             recently freed inodes",
-            wait.as_secs_f64()
-        );
-        std::thread::sleep(wait);
-    }
-}
-
-/// The work dir is ours if it is empty or carries our marker; anything else is refused.
-fn prepare_dir(s: &Settings) -> Result<()> {
-    let marker = s.dir.join(".vs_cyrus");
-    if s.dir.exists() {
-        let empty = std::fs::read_dir(&s.dir)?.next().is_none();
-        ensure!(
-            empty || marker.exists(),
-            "{} exists and is not a vs_cyrus work dir (no .vs_cyrus); set VS_CYRUS_DIR",
-            s.dir.display()
-        );
-        // Stop instances a killed earlier run may have left (their own pid files).
-        for entry in std::fs::read_dir(&s.dir)? {
-            let p = entry?.path();
-            if p.join("instance.env").exists() {
-                let _ = kit("cyrus-instance.sh")
-                    .arg("stop")
-                    .arg(&p)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        for entry in std::fs::read_dir(&s.dir)? {
-            let p = entry?.path();
-            let keep_master = s.reuse_master && p.join("vs_cyrus.corpus").exists();
-            if p.file_name().is_some_and(|n| n == ".vs_cyrus") || keep_master {
-                continue;
-            }
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
-                note_bulk_delete();
-            } else {
-                std::fs::remove_file(&p)?;
-            }
-        }
-    }
-    std::fs::create_dir_all(&s.dir)?;
-    std::fs::write(
-        &marker,
-        "work dir of cargo bench -p csync-sync-server --bench vs_cyrus\n",
-    )?;
-    // Cyrus runs as `cyrus` when we are root: every parent must be searchable.
-    let mut p = s.dir.clone();
-    loop {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&p)?.permissions().mode();
-        ensure!(
-            mode & 0o001 != 0,
-            "{} is not searchable by other users (mode {:o}); Cyrus cannot enter it. Set VS_CYRUS_DIR",
-            p.display(),
-            mode & 0o7777
-        );
-        if !p.pop() {
-            break;
-        }
-    }
-    // Message files ~40 KB on average (4 KiB blocks: ~45 KiB on disk), stored by the
-    // masters and by every run's replica (all kept until the end), plus 1 GiB.
+/// The work dir: the masters are kept with VS_CYRUS_REUSE_MASTER. Message files are ~40
+/// KB on average (4 KiB blocks: ~45 KiB on disk), stored by the masters and by every
+/// run's replica (all kept until the end), plus 1 GiB.
+fn prepare_work_dir(s: &Settings) -> Result<()> {
     let copies = 1 + (s.runs * s.configs.len()) as u64;
     let need_kib = (s.messages + s.onebox) as u64 * 45 * copies + 1024 * 1024;
-    let free = free_kib(&s.dir)?;
-    ensure!(
-        free >= need_kib,
-        "{}: {} MiB free, about {} MiB needed",
-        s.dir.display(),
-        free / 1024,
-        need_kib / 1024
-    );
-    eprintln!(
-        "vs_cyrus: work dir {} ({} MiB free, ~{} MiB needed)",
-        s.dir.display(),
-        free / 1024,
-        need_kib / 1024
-    );
-    Ok(())
+    let keep = |p: &Path| s.reuse_master && p.join(CORPUS_MARKER).exists();
+    prepare_dir(BENCH, &s.dir, &keep, need_kib)
 }
 
 fn bench(s: &Settings) -> Result<()> {
-    require_cyrus(s)?;
-    prepare_dir(s)?;
+    require_cyrus(&s.cyrus_bin)?;
+    prepare_work_dir(s)?;
     let load_start = loadavg();
     let t_start = Instant::now();
     let mut corpora = Vec::new();
-    let recipients: Vec<String> = (1..=s.users)
-        .flat_map(|u| {
-            let user = format!("bench{u:03}");
-            [
-                user.clone(),
-                format!("{user}+Archive"),
-                format!("{user}+Lists"),
-            ]
-        })
-        .collect();
+    let recipients = spread_recipients(s.users);
     corpora.push(make_corpus(
-        s,
+        s.reuse_master,
         "spread",
         s.dir.join("master"),
         recipients,
@@ -1459,7 +864,7 @@ fn bench(s: &Settings) -> Result<()> {
     )?);
     if s.onebox > 0 {
         corpora.push(make_corpus(
-            s,
+            s.reuse_master,
             "onebox",
             s.dir.join("master-onebox"),
             vec!["bigbox".to_owned()],
@@ -1486,7 +891,7 @@ fn bench(s: &Settings) -> Result<()> {
                 let dir = s
                     .dir
                     .join(format!("{}-{}-{run_no}", corpus.name, config.key()));
-                settle_after_delete();
+                settle_after_delete(BENCH);
                 let mut r = match config.server {
                     Server::Cyrus => run_cyrus(s, corpus, config.compress, dir),
                     Server::Csync => run_csync(s, corpus, config.compress, dir),
@@ -1565,7 +970,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    install_signal_handler();
+    install_signal_handler(BENCH);
     let result = std::panic::catch_unwind(|| bench(&settings));
     cleanup();
     match result {
