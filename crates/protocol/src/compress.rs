@@ -91,7 +91,16 @@ struct Bypass {
 }
 
 /// The DEFLATE window: how far back a match may reach.
-const WINDOW: usize = 32 * 1024;
+pub const WINDOW: usize = 32 * 1024;
+
+/// Appends `plain` to `window` and keeps only its last [`WINDOW`] bytes: what the peer's
+/// inflater can still refer to, the dictionary a restarted compressor needs.
+pub fn slide_window(window: &mut Vec<u8>, plain: &[u8]) {
+    let keep = plain.len().min(WINDOW);
+    let overflow = (window.len() + keep).saturating_sub(WINDOW);
+    window.drain(..overflow);
+    window.extend_from_slice(&plain[plain.len() - keep..]);
+}
 
 /// Largest piece deflated or stored as a unit (each ends in a sync flush, about 5
 /// bytes): the granularity at which storing starts and stops. Small enough that the
@@ -171,11 +180,7 @@ impl Deflater {
 
     fn remember_stored(&mut self, plain: &[u8]) {
         self.stale = true;
-        let keep = plain.len().min(WINDOW);
-        let overflow = (self.stored_tail.len() + keep).saturating_sub(WINDOW);
-        self.stored_tail.drain(..overflow);
-        self.stored_tail
-            .extend_from_slice(&plain[plain.len() - keep..]);
+        slide_window(&mut self.stored_tail, plain);
     }
 
     /// Before deflating again after stored segments: the peer's window ends with what
@@ -206,8 +211,7 @@ impl Deflater {
             return;
         }
         self.stored_tail.clear();
-        self.stored_tail
-            .extend_from_slice(&history[history.len().saturating_sub(WINDOW)..]);
+        slide_window(&mut self.stored_tail, history);
         self.stale = true;
         self.storing = false;
     }
@@ -250,8 +254,7 @@ impl SegmentDeflater {
         // in the middle of an attachment.
         d.storing = d.level > 0;
         d.stored_tail.clear();
-        d.stored_tail
-            .extend_from_slice(&history[history.len().saturating_sub(WINDOW)..]);
+        slide_window(&mut d.stored_tail, history);
         // Always restart: the compressor still holds the previous job's state.
         d.stale = true;
         d.compress(plain, out)

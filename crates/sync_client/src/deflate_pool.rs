@@ -11,14 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use csync_protocol::compress::SegmentDeflater;
+use csync_protocol::compress::{SegmentDeflater, WINDOW, slide_window};
 
 /// Plain bytes per segment: large enough that the 32 KiB history copied into each
 /// job and the sync flush ending it cost little.
 pub const SEGMENT_BYTES: usize = 256 * 1024;
-
-/// The history a segment is primed with: deflate's window.
-const HISTORY: usize = 32 * 1024;
 
 struct Job {
     seq: u64,
@@ -93,7 +90,7 @@ impl DeflatePool {
         Upload {
             pool: self,
             pending: Vec::with_capacity(SEGMENT_BYTES),
-            history: Vec::with_capacity(HISTORY),
+            history: Vec::with_capacity(WINDOW),
             spare: Vec::new(),
             next_seq: 0,
             next_write: 0,
@@ -209,12 +206,8 @@ impl Upload<'_> {
             history: self.history.clone(),
             plain,
         };
-        let plain = &job.plain;
-        self.plain_bytes += plain.len() as u64;
-        let keep = plain.len().min(HISTORY);
-        let overflow = (self.history.len() + keep).saturating_sub(HISTORY);
-        self.history.drain(..overflow);
-        self.history.extend_from_slice(&plain[plain.len() - keep..]);
+        self.plain_bytes += job.plain.len() as u64;
+        slide_window(&mut self.history, &job.plain);
         self.pool
             .jobs
             .as_ref()
@@ -318,7 +311,7 @@ mod tests {
             }
             let (history, bytes) = upload.finish(&mut write).unwrap();
             assert_eq!(bytes, sent as u64);
-            assert_eq!(history[..], plain[plain.len() - HISTORY..]);
+            assert_eq!(history[..], plain[plain.len() - WINDOW..]);
             deflater.continue_after(&history);
         }
         let tail = text(5000, 99);
