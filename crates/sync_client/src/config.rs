@@ -202,6 +202,13 @@ impl ClientConfig {
                     None => default_compress_threads(),
                 },
                 sieve_mailbox: false,
+                staged_limit: match look
+                    .int("csync_staged_limit")
+                    .context("csync_staged_limit")?
+                {
+                    Some(n) => n.clamp(1, i64::from(u32::MAX)) as usize,
+                    None => crate::conn::DEFAULT_STAGED_LIMIT,
+                },
                 connect_timeout: Duration::from_secs(seconds("client_timeout", 10)?.max(1) as u64),
                 timeout: Duration::from_secs(timeout),
                 tls: Some(tls),

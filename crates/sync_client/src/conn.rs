@@ -48,6 +48,9 @@ pub struct ConnectOptions {
     /// Ask for SIEVE-MAILBOX when offered. csync stores sieve scripts outside
     /// mailboxes, so it replicates them with the script commands (off).
     pub sieve_mailbox: bool,
+    /// `csync_staged_limit`: staged (partition, GUID) entries the connection
+    /// remembers before it sends `RESTART` at the next safe point (between users).
+    pub staged_limit: usize,
     pub connect_timeout: Duration,
     /// `sync_timeout`.
     pub timeout: Duration,
@@ -161,6 +164,9 @@ pub struct Stats {
     pub message_bytes_sent: u64,
     pub wire_bytes_out: u64,
     pub wire_bytes_in: u64,
+    /// `RESTART`s answered (after each rolling item that uploads, and between users
+    /// whenever the staged set reached its limit).
+    pub restarts: u64,
 }
 
 /// An authenticated connection to a replica.
@@ -184,8 +190,10 @@ pub struct Connection {
     pub tls: bool,
     pub compressed: bool,
     /// (partition, GUID) staged on the replica since the last RESTART (spec §10.1
-    /// item 2): never re-uploaded, and reset by RESTART.
-    staged: HashSet<(String, Guid)>,
+    /// item 2): never re-uploaded, and reset by RESTART, which
+    /// [`Connection::restart_if_full`] sends between users once it holds
+    /// `staged_limit` entries.
+    staged: Staged,
     /// Commands sent with [`Connection::command_streamed_deferred`] whose replies are
     /// still on the wire, oldest first: whether the reply is wanted (a discarded one is
     /// read and dropped).
@@ -218,7 +226,104 @@ pub type StreamWriter<'a> = dyn FnMut(
 /// Largest chunk written to the socket at once while streaming.
 const FLUSH_AT: usize = 256 * 1024;
 
+/// Default `csync_staged_limit`: staged (partition, GUID) entries remembered before a
+/// `RESTART` between users (a table of about 3 MiB at that size).
+pub const DEFAULT_STAGED_LIMIT: usize = 65_536;
+
+/// The (partition, GUID) pairs staged on the replica since the last `RESTART`. The
+/// partition names are interned (an entry holds an index into `partitions`), so an
+/// entry is 22 bytes with no allocation of its own.
+#[derive(Debug)]
+struct Staged {
+    /// The partitions of the entries, in order of first use (a handful).
+    partitions: Vec<String>,
+    entries: HashSet<(u16, Guid)>,
+    /// [`Staged::is_full`] from this many entries on.
+    limit: usize,
+}
+
+impl Staged {
+    fn new(limit: usize) -> Staged {
+        Staged {
+            partitions: Vec::new(),
+            entries: HashSet::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    fn index(&self, partition: &str) -> Option<u16> {
+        self.partitions
+            .iter()
+            .position(|p| p == partition)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    fn insert(&mut self, partition: &str, guid: Guid) {
+        let index = match self.index(partition) {
+            Some(i) => i,
+            None => {
+                // More than 65,536 partitions cannot happen; if it did, the entry
+                // would only be forgotten (the file uploaded again).
+                let Ok(i) = u16::try_from(self.partitions.len()) else {
+                    return;
+                };
+                self.partitions.push(partition.to_owned());
+                i
+            }
+        };
+        self.entries.insert((index, guid));
+    }
+
+    fn contains(&self, partition: &str, guid: &Guid) -> bool {
+        self.index(partition)
+            .is_some_and(|i| self.entries.contains(&(i, *guid)))
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.entries.len() >= self.limit
+    }
+
+    /// Forgets everything; a table that grew past what the limit needs (one very
+    /// large user) is given back.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.entries.shrink_to(self.limit);
+        self.partitions.clear();
+    }
+}
+
 impl Connection {
+    /// A connection over `stream`, before the greeting.
+    fn new(stream: Stream, target: String, opts: &ConnectOptions) -> Connection {
+        Connection {
+            stream,
+            decoder: Decoder::new(Mode::Text),
+            inflater: None,
+            deflater: None,
+            input: Vec::with_capacity(64 * 1024),
+            pos: 0,
+            raw: vec![0; 64 * 1024],
+            wire: Vec::new(),
+            encoder: Encoder::new(LiteralStyle::NonSynchronizing),
+            greeting: Greeting::default(),
+            sieve_mailbox: false,
+            tls: false,
+            compressed: false,
+            deflate_pool: None,
+            compress_level: opts.compress_level,
+            compress_threads: opts.compress_threads,
+            staged: Staged::new(opts.staged_limit),
+            unread: VecDeque::new(),
+            early: VecDeque::new(),
+            stats: Stats::default(),
+            target,
+        }
+    }
+
     /// Connects, authenticates and negotiates as the Cyrus client does (§1.4).
     pub fn connect(opts: &ConnectOptions) -> Result<Connection, ConnError> {
         let target = format!("{}:{}", opts.host, opts.port);
@@ -240,29 +345,7 @@ impl Connection {
         })?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(opts.connect_timeout))?;
-        let mut conn = Connection {
-            stream: Stream::Plain(tcp),
-            decoder: Decoder::new(Mode::Text),
-            inflater: None,
-            deflater: None,
-            input: Vec::with_capacity(64 * 1024),
-            pos: 0,
-            raw: vec![0; 64 * 1024],
-            wire: Vec::new(),
-            encoder: Encoder::new(LiteralStyle::NonSynchronizing),
-            greeting: Greeting::default(),
-            sieve_mailbox: false,
-            tls: false,
-            compressed: false,
-            deflate_pool: None,
-            compress_level: opts.compress_level,
-            compress_threads: opts.compress_threads,
-            staged: HashSet::new(),
-            unread: VecDeque::new(),
-            early: VecDeque::new(),
-            stats: Stats::default(),
-            target,
-        };
+        let mut conn = Connection::new(Stream::Plain(tcp), target, opts);
         if opts.implicit_tls {
             conn.start_tls(opts)?;
         }
@@ -562,6 +645,7 @@ impl Connection {
         let reply = self.read_reply_in_order(required)?;
         if let Command::Restart = command {
             self.staged.clear();
+            self.stats.restarts += 1;
         }
         Ok(reply)
     }
@@ -676,7 +760,7 @@ impl Connection {
     pub fn apply_message(&mut self, files: &[MessageUpload]) -> Result<Reply, ConnError> {
         let pending: Vec<&MessageUpload> = files
             .iter()
-            .filter(|f| !self.staged.contains(&(f.partition.clone(), f.guid)))
+            .filter(|f| !self.staged.contains(&f.partition, &f.guid))
             .collect();
         if pending.is_empty() {
             return Ok(Reply {
@@ -699,7 +783,7 @@ impl Connection {
         let reply = self.read_reply_in_order(Required::ListReply)?;
         if reply.status() == SyncStatus::Ok {
             for f in &pending {
-                self.staged.insert((f.partition.clone(), f.guid));
+                self.staged.insert(&f.partition, f.guid);
             }
             self.stats.messages_sent += pending.len() as u64;
             self.stats.message_bytes_sent += sent_bytes;
@@ -755,21 +839,56 @@ impl Connection {
 
     /// Marks GUIDs the replica reported as present after `APPLY RESERVE`.
     pub fn mark_staged(&mut self, partition: &str, guid: Guid) {
-        self.staged.insert((partition.to_owned(), guid));
+        self.staged.insert(partition, guid);
     }
 
     pub fn is_staged(&self, partition: &str, guid: &Guid) -> bool {
-        self.staged.contains(&(partition.to_owned(), *guid))
+        self.staged.contains(partition, guid)
+    }
+
+    /// (partition, GUID) entries staged since the last `RESTART`.
+    pub fn staged_len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// How many staged entries [`restart_if_full`](Self::restart_if_full) lets
+    /// through (`csync_staged_limit`; at least 1).
+    pub fn set_staged_limit(&mut self, limit: usize) {
+        self.staged.limit = limit.max(1);
     }
 
     /// `RESTART`: the replica drops its staging area, and so do we.
     pub fn restart(&mut self) -> Result<(), ConnError> {
         let reply = self.command(&Command::Restart)?;
-        self.staged.clear();
         if reply.status() != SyncStatus::Ok {
             return Err(ConnError::Protocol(format!("RESTART: {}", reply.text())));
         }
         Ok(())
+    }
+
+    /// At a safe point (between users: no `APPLY MAILBOX` of the last one can still
+    /// refer to a staged file), sends `RESTART` when the staged set has reached its
+    /// limit, so the set, and the replica's staging area, stay bounded however many
+    /// messages a run replicates. Returns whether it restarted. Never restarts while
+    /// a deferred reply is still to be collected.
+    pub fn restart_if_full(&mut self) -> Result<bool, ConnError> {
+        if !self.staged.is_full() {
+            return Ok(false);
+        }
+        if self.deferred_pending() > 0 {
+            debug!(
+                staged = self.staged.len(),
+                "staged-entry limit reached, but a deferred reply is pending: no RESTART yet"
+            );
+            return Ok(false);
+        }
+        debug!(
+            staged = self.staged.len(),
+            limit = self.staged.limit,
+            "staged-entry limit reached: RESTART"
+        );
+        self.restart()?;
+        Ok(true)
     }
 
     /// `EXIT`, then close.
@@ -857,5 +976,134 @@ impl From<UploadError> for ConnError {
             UploadError::Write(e) => ConnError::Io(e),
             other => ConnError::Protocol(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    fn guid(n: u8) -> Guid {
+        Guid([n; 20])
+    }
+
+    #[test]
+    fn staged_entries_intern_their_partition() {
+        // The point of interning: an entry is a u16 and a GUID, no String.
+        assert_eq!(std::mem::size_of::<(u16, Guid)>(), 22);
+        let mut staged = Staged::new(100);
+        staged.insert("default", guid(1));
+        staged.insert("other", guid(1));
+        staged.insert("default", guid(2));
+        staged.insert("default", guid(2));
+        assert_eq!(staged.len(), 3);
+        assert_eq!(staged.partitions, ["default", "other"]);
+        assert!(staged.contains("default", &guid(1)));
+        assert!(staged.contains("other", &guid(1)));
+        assert!(staged.contains("default", &guid(2)));
+        assert!(!staged.contains("other", &guid(2)));
+        assert!(!staged.contains("unknown", &guid(1)));
+    }
+
+    #[test]
+    fn staged_set_is_full_at_its_limit_and_clears() {
+        let mut staged = Staged::new(3);
+        assert!(!staged.is_full());
+        staged.insert("default", guid(1));
+        staged.insert("default", guid(2));
+        assert!(!staged.is_full());
+        staged.insert("default", guid(2));
+        assert!(!staged.is_full(), "a repeated entry does not count");
+        staged.insert("default", guid(3));
+        assert!(staged.is_full());
+        // It is checked only between users, so it may go past the limit meanwhile.
+        for n in 4..200 {
+            staged.insert("p2", guid(n));
+        }
+        assert!(staged.is_full());
+        let grown = staged.entries.capacity();
+        staged.clear();
+        assert_eq!(staged.len(), 0);
+        assert!(staged.partitions.is_empty());
+        assert!(!staged.is_full());
+        assert!(!staged.contains("default", &guid(1)));
+        assert!(
+            staged.entries.capacity() < grown,
+            "the table is given back after a large user"
+        );
+        // A limit below 1 is 1: RESTART after anything staged.
+        let mut staged = Staged::new(0);
+        assert!(!staged.is_full());
+        staged.insert("default", guid(1));
+        assert!(staged.is_full());
+    }
+
+    /// A connection to a fake replica that answers every line with `OK`; the lines
+    /// it got come back when the connection is dropped.
+    fn fake_replica(limit: usize) -> (Connection, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let mut writer = socket.try_clone().unwrap();
+            let mut lines = Vec::new();
+            for line in io::BufReader::new(socket).lines() {
+                let line = line.unwrap();
+                writer.write_all(b"OK done\r\n").unwrap();
+                lines.push(line);
+            }
+            lines
+        });
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let opts = ConnectOptions {
+            host: "127.0.0.1".into(),
+            port,
+            implicit_tls: false,
+            authname: String::new(),
+            password: String::new(),
+            authzid: None,
+            allow_plaintext: false,
+            require_tls: false,
+            require_compress: false,
+            compress_level: 1,
+            compress_threads: 1,
+            sieve_mailbox: false,
+            staged_limit: limit,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            tls: None,
+        };
+        let conn = Connection::new(Stream::Plain(tcp), "test".into(), &opts);
+        (conn, server)
+    }
+
+    #[test]
+    fn restart_only_when_full_and_nothing_is_deferred() {
+        let (mut conn, server) = fake_replica(2);
+        conn.mark_staged("default", guid(1));
+        assert!(!conn.restart_if_full().unwrap(), "below the limit");
+        conn.mark_staged("default", guid(2));
+        // An APPLY MAILBOX whose reply is still to be collected may refer to a
+        // staged file: no RESTART then.
+        conn.unread.push_back(true);
+        assert!(!conn.restart_if_full().unwrap());
+        assert_eq!(conn.staged_len(), 2);
+        conn.unread.clear();
+        conn.early.push_back(Err("collected, not taken".into()));
+        assert!(!conn.restart_if_full().unwrap());
+        conn.early.clear();
+        assert!(conn.restart_if_full().unwrap());
+        assert_eq!(conn.staged_len(), 0);
+        assert!(!conn.is_staged("default", &guid(1)));
+        assert_eq!(conn.stats.restarts, 1);
+        assert!(!conn.restart_if_full().unwrap(), "empty again");
+        // The setter used by tests and the configuration.
+        conn.set_staged_limit(1);
+        conn.mark_staged("other", guid(3));
+        assert!(conn.restart_if_full().unwrap());
+        assert_eq!(conn.stats.restarts, 2);
+        drop(conn);
+        assert_eq!(server.join().unwrap(), ["RESTART", "RESTART"]);
     }
 }

@@ -180,6 +180,8 @@ impl Syncer<'_> {
     /// USER sync (§4.2): everything of one user.
     pub fn sync_user(&mut self, userid: &str) -> SyncResult<()> {
         let _span = info_span!("user", user = %userid).entered();
+        // Between users: the staged set is bounded here (csync_staged_limit).
+        self.conn.restart_if_full()?;
         let inbox = self.store.namespace().inbox(userid);
         for attempt in 0..3 {
             let replica = self.get_user(userid)?;
@@ -249,6 +251,9 @@ impl Syncer<'_> {
 
     /// Mailbox-list sync (§4.3): these names, no remote deletes.
     pub fn sync_mailboxes(&mut self, names: &[String]) -> SyncResult<()> {
+        // Between two items (users, shared mailboxes): nothing staged is still
+        // referred to by a command of ours, so the set may be dropped here.
+        self.conn.restart_if_full()?;
         let mut wanted: Vec<String> = names.to_vec();
         wanted.sort();
         wanted.dedup();
