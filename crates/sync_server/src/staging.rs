@@ -313,7 +313,11 @@ impl Staging {
         let Some(up) = self.upload.take() else {
             return Ok(());
         };
-        drop(up.file);
+        if written.is_ok() {
+            writeback::start(up.file);
+        } else {
+            drop(up.file);
+        }
         if let Err(e) = written {
             let _ = fs::remove_file(&up.path);
             return Err(e);
@@ -335,6 +339,59 @@ impl Staging {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Early writeback of staged files. The commit that links a staged file into a
+/// mailbox fsyncs it, and an fsync that first has to write the data out waits for the
+/// device much longer; so as soon as a file is complete its writeback is started
+/// (`posix_fadvise(POSIX_FADV_DONTNEED)`, which on Linux starts writing dirty pages
+/// without waiting: no cache flush, durability still comes only from the commit's
+/// fsync, and the replica never reads the file back during a sync). Submitting the
+/// I/O costs CPU, so a thread of its own does it, and closes the file, while the
+/// connection goes on reading.
+mod writeback {
+    use std::fs::File;
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{self, SyncSender, TrySendError};
+
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+
+    /// Files waiting for the thread; beyond that they are just closed (a hint lost,
+    /// nothing else).
+    const QUEUE: usize = 4096;
+
+    static QUEUE_TX: OnceLock<Option<SyncSender<File>>> = OnceLock::new();
+
+    fn queue() -> Option<&'static SyncSender<File>> {
+        QUEUE_TX
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::sync_channel::<File>(QUEUE);
+                std::thread::Builder::new()
+                    .name("writeback".into())
+                    .spawn(move || {
+                        for file in rx {
+                            // A hint: an error here changes nothing, and the commit's
+                            // fsync reports any real one.
+                            let _ =
+                                posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                        }
+                    })
+                    .ok()
+                    .map(|_| tx)
+            })
+            .as_ref()
+    }
+
+    /// Starts writing `file` back and closes it.
+    pub fn start(file: File) {
+        match queue() {
+            Some(tx) => match tx.try_send(file) {
+                Ok(()) => {}
+                Err(TrySendError::Full(file) | TrySendError::Disconnected(file)) => drop(file),
+            },
+            None => drop(file),
+        }
     }
 }
 
