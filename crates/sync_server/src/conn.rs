@@ -7,12 +7,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csync_protocol::compress::{Deflater, Inflater};
+use csync_protocol::compress::Deflater;
 use csync_protocol::decode::{Decoder, FileSink};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::inflating::{Chunk, CompressedReader, ReadFailure};
+
+/// A byte stream either way: TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// TCP or TLS.
 enum Transport {
@@ -20,6 +26,8 @@ enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
     /// Momentarily empty while STARTTLS swaps the stream.
     Swapping,
+    /// After COMPRESS: the read half belongs to a [`CompressedReader`].
+    Compressed(tokio::io::WriteHalf<Box<dyn Stream>>),
 }
 
 impl Transport {
@@ -27,7 +35,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Some(Pin::new(s)),
             Transport::Tls(s) => Some(Pin::new(s.as_mut())),
-            Transport::Swapping => None,
+            Transport::Swapping | Transport::Compressed(_) => None,
         }
     }
 
@@ -35,6 +43,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Some(Pin::new(s)),
             Transport::Tls(s) => Some(Pin::new(s.as_mut())),
+            Transport::Compressed(w) => Some(Pin::new(w)),
             Transport::Swapping => None,
         }
     }
@@ -58,7 +67,9 @@ pub enum ReadOutcome {
 /// Buffered, possibly compressed, possibly TLS connection.
 pub struct Conn {
     transport: Transport,
-    inflater: Option<Inflater>,
+    /// Set once COMPRESS is active.
+    inflater: Option<CompressedReader>,
+    tls: bool,
     deflater: Option<Deflater>,
     raw: Vec<u8>,
     input: Vec<u8>,
@@ -85,6 +96,7 @@ impl Conn {
         Conn {
             transport: Transport::Plain(stream),
             inflater: None,
+            tls: false,
             deflater: None,
             raw: vec![0; 64 * 1024],
             input: Vec::with_capacity(64 * 1024),
@@ -98,7 +110,7 @@ impl Conn {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.transport, Transport::Tls(_))
+        self.tls || matches!(self.transport, Transport::Tls(_))
     }
 
     pub fn is_compressed(&self) -> bool {
@@ -150,22 +162,50 @@ impl Conn {
 
     /// Reads more bytes into `input`; `Some(0)` at EOF, `None` on timeout.
     async fn fill(&mut self) -> Result<Option<usize>, ConnError> {
+        if self.inflater.is_some() {
+            return self.fill_inflated().await;
+        }
         let mut reader = self.transport.as_read().ok_or_else(swapping)?;
         let n = match tokio::time::timeout(self.timeout, reader.read(&mut self.raw)).await {
             Err(_) => return Ok(None),
             Ok(r) => r?,
         };
         self.bytes_in += n as u64;
-        if n == 0 {
-            return Ok(Some(0));
-        }
-        match &mut self.inflater {
-            Some(inflater) => inflater
-                .decompress(&self.raw[..n], &mut self.input)
-                .map_err(|e| ConnError::Compress(e.to_string()))?,
-            None => self.input.extend_from_slice(&self.raw[..n]),
-        }
+        self.input.extend_from_slice(&self.raw[..n]);
         Ok(Some(n))
+    }
+
+    /// [`Conn::fill`] under compression: the next chunk the reading task inflated.
+    async fn fill_inflated(&mut self) -> Result<Option<usize>, ConnError> {
+        let Some(reader) = self.inflater.as_mut() else {
+            return Err(ConnError::Compress("compression is not active".into()));
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let Ok(chunk) = tokio::time::timeout_at(deadline, reader.next()).await else {
+                return Ok(None);
+            };
+            match chunk {
+                Some(Chunk::Plain(plain, compressed)) => {
+                    self.bytes_in += compressed as u64;
+                    if plain.is_empty() {
+                        continue;
+                    }
+                    let n = plain.len();
+                    if self.input.is_empty() {
+                        self.input = plain;
+                    } else {
+                        self.input.extend_from_slice(&plain);
+                    }
+                    return Ok(Some(n));
+                }
+                Some(Chunk::Eof) | None => return Ok(Some(0)),
+                Some(Chunk::Failed(ReadFailure::Io(e))) => return Err(ConnError::Io(e)),
+                Some(Chunk::Failed(ReadFailure::Inflate(e))) => {
+                    return Err(ConnError::Compress(e));
+                }
+            }
+        }
     }
 
     /// Appends a line (CRLF added).
@@ -201,16 +241,26 @@ impl Conn {
     }
 
     /// Switches both directions to raw DEFLATE. Bytes already read after the COMPRESS
-    /// line are compressed data and go through the inflater.
+    /// line are compressed data and are inflated first.
     pub fn start_compression(&mut self, level: u32) -> Result<(), ConnError> {
-        let mut inflater = Inflater::new();
+        let stream: Box<dyn Stream> =
+            match std::mem::replace(&mut self.transport, Transport::Swapping) {
+                Transport::Plain(s) => Box::new(s),
+                Transport::Tls(s) => {
+                    self.tls = true;
+                    s
+                }
+                other => {
+                    self.transport = other;
+                    return Err(ConnError::Compress("compression is already active".into()));
+                }
+            };
+        let (read, write) = tokio::io::split(stream);
         let leftover: Vec<u8> = self.input.drain(self.pos..).collect();
         self.input.clear();
         self.pos = 0;
-        inflater
-            .decompress(&leftover, &mut self.input)
-            .map_err(|e| ConnError::Compress(e.to_string()))?;
-        self.inflater = Some(inflater);
+        self.inflater = Some(CompressedReader::start(read, leftover));
+        self.transport = Transport::Compressed(write);
         self.deflater = Some(Deflater::new(level));
         Ok(())
     }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+mod inflating;
 pub mod metrics;
 pub mod replica;
 pub mod server;
