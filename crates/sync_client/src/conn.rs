@@ -203,6 +203,21 @@ pub struct Connection {
     early: VecDeque<Result<Reply, String>>,
     pub stats: Stats,
     target: String,
+    /// A `GET USER` sent ahead for this user (see [`Connection::prefetch_user`]).
+    prefetched_user: Option<String>,
+    /// A mailbox of the previous user whose `APPLY MAILBOX` reply (and last upload's)
+    /// is still deferred: collected by the next folder pass, so the replica's commit
+    /// of it overlaps the next user's first upload.
+    pub carried: Option<CarriedMailbox>,
+    /// Failures of carried mailboxes, for the user they belong to: (user, error).
+    pub carried_failures: Vec<(String, String)>,
+}
+
+/// See [`Connection::carried`].
+#[derive(Debug)]
+pub struct CarriedMailbox {
+    pub userid: String,
+    pub mailbox: String,
 }
 
 impl std::fmt::Debug for Connection {
@@ -321,6 +336,9 @@ impl Connection {
             early: VecDeque::new(),
             stats: Stats::default(),
             target,
+            prefetched_user: None,
+            carried: None,
+            carried_failures: Vec::new(),
         }
     }
 
@@ -627,6 +645,16 @@ impl Connection {
             Command::Get(csync_protocol::GetCommand::FullMailbox(_)) => Required::FullReply,
             _ => Required::ListReply,
         };
+        self.send_command(command)?;
+        let reply = self.read_reply_in_order(required)?;
+        if let Command::Restart = command {
+            self.staged.clear();
+            self.stats.restarts += 1;
+        }
+        Ok(reply)
+    }
+
+    fn send_command(&mut self, command: &Command) -> Result<(), ConnError> {
         self.encoder.clear();
         command.encode(&mut self.encoder);
         let bytes = self.encoder.take();
@@ -641,13 +669,39 @@ impl Connection {
         }
         let sent = self.send_raw(&bytes);
         self.encoder = Encoder::with_buffer(LiteralStyle::NonSynchronizing, bytes);
-        sent?;
-        let reply = self.read_reply_in_order(required)?;
-        if let Command::Restart = command {
-            self.staged.clear();
-            self.stats.restarts += 1;
+        sent
+    }
+
+    /// `GET USER` for the user a manual run syncs next, sent now and answered in
+    /// turn: its reply is taken with [`take_prefetched_user`](Self::take_prefetched_user).
+    pub fn prefetch_user(&mut self, userid: &str) -> Result<(), ConnError> {
+        self.send_command(&Command::Get(csync_protocol::GetCommand::User(
+            userid.to_owned(),
+        )))?;
+        self.unread.push_back(true);
+        self.prefetched_user = Some(userid.to_owned());
+        Ok(())
+    }
+
+    /// The reply of a prefetched `GET USER` for `userid`, if one is pending. It is
+    /// the oldest deferred reply then: everything sent before it was collected by the
+    /// previous user's folder pass.
+    pub fn take_prefetched_user(&mut self, userid: &str) -> Option<Result<Reply, ConnError>> {
+        if self.prefetched_user.as_deref() != Some(userid) {
+            return None;
         }
-        Ok(reply)
+        self.prefetched_user = None;
+        Some(self.take_deferred())
+    }
+
+    pub fn has_prefetched_user(&self) -> bool {
+        self.prefetched_user.is_some()
+    }
+
+    /// Whether the staged set has reached its limit (the next user boundary sends
+    /// `RESTART`, which needs no reply outstanding).
+    pub fn staged_full(&self) -> bool {
+        self.staged.is_full()
     }
 
     /// Sends a command whose bytes the caller writes through `write` (a large
@@ -690,6 +744,13 @@ impl Connection {
     /// taking them): those still on the wire are read and thrown away when their turn
     /// comes.
     pub fn discard_deferred(&mut self) {
+        self.prefetched_user = None;
+        if let Some(carried) = self.carried.take() {
+            self.carried_failures.push((
+                carried.userid,
+                format!("{}: reply dropped after an error", carried.mailbox),
+            ));
+        }
         self.early.clear();
         for wanted in &mut self.unread {
             *wanted = false;

@@ -312,22 +312,42 @@ fn run(args: Args) -> anyhow::Result<u8> {
         let prefix = list.first().cloned();
         let (users, shared) = all_work(&store, prefix.as_deref())?;
         progress.total_users = Some(users.len() as u64);
-        for userid in &users {
-            let _lock = locks.wait(&Subject::User(userid.clone()));
+        // A user's last mailbox may still be committing on the replica while the next
+        // user syncs (Syncer::sync_user_then): its lock is held until then.
+        let mut previous_lock = None;
+        for (i, userid) in users.iter().enumerate() {
+            let lock = locks.wait(&Subject::User(userid.clone()));
             let mut s = Syncer {
                 store: &mut store,
                 conn: &mut conn,
                 opts: &opts,
                 progress: &mut progress,
             };
-            if let Err(e) = s.sync_user(userid) {
+            let result = s.sync_user_then(userid, users.get(i + 1).map(String::as_str));
+            failures += report_carried_failures(&mut conn);
+            if let Err(e) = result {
                 failures += 1;
                 error!("SYNCERROR: user {userid}: {e}");
                 eprintln!("sync_client: user {userid}: {e}");
                 // Errors disconnect; the next item reconnects (§4.11).
+                conn.discard_deferred();
+                failures += report_carried_failures(&mut conn);
                 conn = connect(&client, &opts)?;
             }
+            previous_lock = Some(lock);
         }
+        let mut s = Syncer {
+            store: &mut store,
+            conn: &mut conn,
+            opts: &opts,
+            progress: &mut progress,
+        };
+        let carried = s.conclude_carried();
+        failures += report_carried_failures(&mut conn);
+        if carried.is_err() {
+            conn = connect(&client, &opts)?;
+        }
+        drop(previous_lock);
         for name in &shared {
             let mut s = Syncer {
                 store: &mut store,
@@ -590,4 +610,15 @@ fn release(args: &Args, store: &Store) -> anyhow::Result<u8> {
         eprintln!("sync_client: {name} is not in the quarantine of channel {channel}");
     }
     Ok(if missing.is_empty() { 0 } else { 1 })
+}
+
+/// Reports the failures of mailboxes carried over from one user to the next
+/// (`Syncer::sync_user_then`) under their own user; returns how many.
+fn report_carried_failures(conn: &mut Connection) -> u32 {
+    let failed = std::mem::take(&mut conn.carried_failures);
+    for (userid, e) in &failed {
+        error!("SYNCERROR: user {userid}: {e}");
+        eprintln!("sync_client: user {userid}: {e}");
+    }
+    u32::try_from(failed.len()).unwrap_or(u32::MAX)
 }

@@ -18,7 +18,7 @@ use csync_protocol::response::{DataItem, SyncStatus};
 use csync_protocol::{Guid, MailboxAnnotation};
 use tracing::{debug, info, info_span, warn};
 
-use crate::conn::{ConnError, Connection, MessageUpload, Reply};
+use crate::conn::{CarriedMailbox, ConnError, Connection, MessageUpload, Reply};
 use crate::progress::Progress;
 
 /// The Cyrus client sends at most this many files per `APPLY MESSAGE`.
@@ -148,13 +148,33 @@ impl Syncer<'_> {
         let reply = self
             .conn
             .command(&Command::Get(GetCommand::User(userid.to_owned())))?;
-        match reply.status() {
-            SyncStatus::Ok => Ok(ReplicaUser::from_reply(reply)),
-            // Treated as an empty replica (§4.2).
-            SyncStatus::MailboxNonexistent => Ok(ReplicaUser::default()),
-            _ => {
-                check(&reply, "GET USER", userid)?;
-                Ok(ReplicaUser::default())
+        replica_user(reply, userid)
+    }
+
+    /// Collects the replies a previous user's last mailbox left on the connection
+    /// (see [`sync_user_then`](Self::sync_user_then)); its failure is recorded under
+    /// that user, and returned only if the connection failed.
+    pub fn conclude_carried(&mut self) -> SyncResult<()> {
+        match self.conn.carried.take() {
+            Some(carried) => self.conclude_pending(Pending {
+                mailbox: carried.mailbox,
+                carried_from: Some(carried.userid),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn conclude_pending(&mut self, pending: Pending) -> SyncResult<()> {
+        let result = self.conclude_deferred(&pending.mailbox);
+        match (pending.carried_from, result) {
+            (_, Ok(())) => Ok(()),
+            (None, Err(e)) => Err(e),
+            (Some(userid), Err(e)) => {
+                let connection = e.is_connection();
+                self.conn
+                    .carried_failures
+                    .push((userid, format!("{}: {e}", pending.mailbox)));
+                if connection { Err(e) } else { Ok(()) }
             }
         }
     }
@@ -179,12 +199,27 @@ impl Syncer<'_> {
 
     /// USER sync (§4.2): everything of one user.
     pub fn sync_user(&mut self, userid: &str) -> SyncResult<()> {
+        self.sync_user_then(userid, None)
+    }
+
+    /// [`sync_user`](Self::sync_user) in a run that syncs `next` right after: its
+    /// `GET USER` is sent before this user's last mailbox, and that mailbox's replies
+    /// are left on the connection ([`Connection::carried`]) for the next folder pass
+    /// to collect. So the master reads and compresses the next user's first upload
+    /// while the replica stores and commits this user's last one, instead of both
+    /// waiting at every user boundary. A failure of the carried mailbox is recorded
+    /// in [`Connection::carried_failures`] under this user; [`conclude_carried`]
+    /// (Self::conclude_carried) collects what the last user leaves.
+    pub fn sync_user_then(&mut self, userid: &str, next: Option<&str>) -> SyncResult<()> {
         let _span = info_span!("user", user = %userid).entered();
         // Between users: the staged set is bounded here (csync_staged_limit).
         self.conn.restart_if_full()?;
         let inbox = self.store.namespace().inbox(userid);
         for attempt in 0..3 {
-            let replica = self.get_user(userid)?;
+            let replica = match self.conn.take_prefetched_user(userid) {
+                Some(reply) => replica_user(reply?, userid)?,
+                None => self.get_user(userid)?,
+            };
             if self
                 .store
                 .mailbox(&inbox)?
@@ -204,7 +239,8 @@ impl Syncer<'_> {
                 .into_iter()
                 .filter(|m| !m.is_tombstone() && (sieve_mailbox || !is_sieve_mailbox(m)))
                 .collect();
-            match self.folder_pass(&master, &replica.mailboxes, true) {
+            let handoff = next.map(|next| (userid, next));
+            match self.folder_pass(&master, &replica.mailboxes, true, handoff) {
                 Ok(()) => {}
                 Err(SyncError::Again(why)) if attempt < 2 => {
                     debug!("again: {why}");
@@ -286,7 +322,7 @@ impl Syncer<'_> {
                     master.push(m);
                 }
             }
-            match self.folder_pass(&master, &replica, false) {
+            match self.folder_pass(&master, &replica, false, None) {
                 Ok(()) => break,
                 Err(SyncError::Again(why)) if attempt < 2 => debug!("again: {why}"),
                 Err(e) => return Err(e),
@@ -299,11 +335,14 @@ impl Syncer<'_> {
     }
 
     /// The folder pass (§4.4).
+    /// `handoff`: (this user, the next) when the last mailbox may be carried over
+    /// (see [`sync_user_then`](Self::sync_user_then)).
     fn folder_pass(
         &mut self,
         master: &[Mailbox],
         replica: &[MailboxState],
         delete_remote: bool,
+        handoff: Option<(&str, &str)>,
     ) -> SyncResult<()> {
         let by_uniqueid: HashMap<&str, &MailboxState> =
             replica.iter().map(|r| (r.uniqueid.as_str(), r)).collect();
@@ -363,7 +402,7 @@ impl Syncer<'_> {
             }
         }
         self.reserve(master, replica, &by_uniqueid)?;
-        let result = self.update_mailboxes(master, &by_uniqueid);
+        let result = self.update_mailboxes(master, &by_uniqueid, handoff);
         if result.is_err() {
             // A failure left the reply of a pipelined APPLY MAILBOX uncollected.
             self.conn.discard_deferred();
@@ -381,29 +420,57 @@ impl Syncer<'_> {
         &mut self,
         master: &[Mailbox],
         by_uniqueid: &HashMap<&str, &MailboxState>,
+        handoff: Option<(&str, &str)>,
     ) -> SyncResult<()> {
-        let mut pending: Option<String> = None;
-        for m in master {
+        // A previous user's last mailbox is collected like this pass's own.
+        let mut pending: Option<Pending> = self.conn.carried.take().map(|c| Pending {
+            mailbox: c.mailbox,
+            carried_from: Some(c.userid),
+        });
+        for (i, m) in master.iter().enumerate() {
+            if i + 1 == master.len()
+                && let Some((_, next)) = handoff
+                && !self.conn.staged_full()
+                && !self.conn.has_prefetched_user()
+            {
+                // Not with a full staged set: the next user starts with a RESTART,
+                // which needs nothing outstanding.
+                self.conn.prefetch_user(next)?;
+            }
             let r = by_uniqueid.get(m.state.uniqueid.as_str()).copied();
             let first = {
                 let _span = info_span!("mailbox", mailbox = %m.name()).entered();
                 self.attempt(m.name(), r, true, true)
             };
-            if let Some(name) = pending.take() {
-                self.conclude_deferred(&name)?;
+            if let Some(p) = pending.take() {
+                self.conclude_pending(p)?;
             }
             match first {
-                Ok(Attempted::Deferred) => pending = Some(m.name().to_owned()),
+                Ok(Attempted::Deferred) => {
+                    pending = Some(Pending {
+                        mailbox: m.name().to_owned(),
+                        carried_from: None,
+                    })
+                }
                 first => {
                     let _span = info_span!("mailbox", mailbox = %m.name()).entered();
                     self.conclude(m.name(), first.map(|_| ()))?;
                 }
             }
         }
-        if let Some(name) = pending.take() {
-            self.conclude_deferred(&name)?;
+        match (pending.take(), handoff) {
+            (Some(p), Some((userid, _)))
+                if p.carried_from.is_none() && self.conn.has_prefetched_user() =>
+            {
+                self.conn.carried = Some(CarriedMailbox {
+                    userid: userid.to_owned(),
+                    mailbox: p.mailbox,
+                });
+                Ok(())
+            }
+            (Some(p), _) => self.conclude_pending(p),
+            (None, _) => Ok(()),
         }
-        Ok(())
     }
 
     /// Collects a deferred `APPLY MAILBOX` reply and finishes that mailbox's update.
@@ -1060,6 +1127,26 @@ fn upload(
     progress.uploaded(batch.len() as u64, bytes);
     batch.clear();
     Ok(())
+}
+
+/// A mailbox whose deferred replies are still to be collected; `carried_from`: the
+/// user it belongs to, when that is a previous user's.
+struct Pending {
+    mailbox: String,
+    carried_from: Option<String>,
+}
+
+/// The replica's side of a user from a `GET USER` reply.
+fn replica_user(reply: Reply, userid: &str) -> SyncResult<ReplicaUser> {
+    match reply.status() {
+        SyncStatus::Ok => Ok(ReplicaUser::from_reply(reply)),
+        // Treated as an empty replica (§4.2).
+        SyncStatus::MailboxNonexistent => Ok(ReplicaUser::default()),
+        _ => {
+            check(&reply, "GET USER", userid)?;
+            Ok(ReplicaUser::default())
+        }
+    }
 }
 
 fn empty_reply() -> Reply {

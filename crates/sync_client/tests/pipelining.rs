@@ -251,3 +251,154 @@ fn pipelined_pass_matches_replies_to_mailboxes() {
     assert_eq!(conn.stats.applies, before);
     let _ = conn.exit();
 }
+
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// Every user in turn, as `sync_client -A` does: each user's last mailbox is carried
+/// into the next user's pass (`expect_carry`: every time; a last mailbox without
+/// changes is not). Returns each user's result; the failures recorded for carried
+/// mailboxes are appended to `carried`.
+fn sync_users(
+    store: &mut Store,
+    conn: &mut Connection,
+    opts: &SyncOptions,
+    expect_carry: bool,
+    carried: &mut Vec<(String, String)>,
+) -> Vec<Result<(), SyncError>> {
+    let mut progress = Progress::new(false);
+    let mut results = Vec::new();
+    for (i, user) in USERS.iter().enumerate() {
+        let mut s = Syncer {
+            store,
+            conn,
+            opts,
+            progress: &mut progress,
+        };
+        results.push(s.sync_user_then(user, USERS.get(i + 1).copied()));
+        let last = store.user_mailboxes(user).unwrap().pop().unwrap();
+        if expect_carry && i + 1 < USERS.len() {
+            assert!(
+                conn.carried.is_some(),
+                "{user}: last mailbox not carried over"
+            );
+        }
+        if let Some(c) = &conn.carried {
+            // The hand-off happened: this user's last mailbox is still in flight.
+            assert_eq!(
+                (c.userid.as_str(), c.mailbox.as_str()),
+                (*user, last.name())
+            );
+        }
+        carried.append(&mut conn.carried_failures);
+    }
+    Syncer {
+        store,
+        conn,
+        opts,
+        progress: &mut progress,
+    }
+    .conclude_carried()
+    .unwrap();
+    carried.append(&mut conn.carried_failures);
+    assert!(conn.carried.is_none());
+    assert_eq!(conn.deferred_pending(), 0);
+    results
+}
+
+fn user_mailbox_names(user: &str) -> [String; 2] {
+    [format!("user.{user}"), format!("user.{user}.Archive")]
+}
+
+fn assert_users_same(master: &Store, replica: &Store) {
+    for user in USERS {
+        for name in user_mailbox_names(user) {
+            let (a, b) = (
+                master.mailbox(&name).unwrap().unwrap(),
+                replica.mailbox(&name).unwrap().unwrap(),
+            );
+            assert_eq!(a.state.last_uid, b.state.last_uid, "{name}");
+            assert_eq!(a.state.highestmodseq, b.state.highestmodseq, "{name}");
+            assert_eq!(records(master, &name), records(replica, &name), "{name}");
+        }
+    }
+}
+
+fn fill_users(store: &mut Store, first: u32, per_mailbox: u32) {
+    let mut n = first;
+    for user in USERS {
+        for name in user_mailbox_names(user) {
+            for _ in 0..per_mailbox {
+                store
+                    .deliver(
+                        &name,
+                        &message(n, 1500 + 89 * n as usize)[..],
+                        &Flags::default(),
+                        None,
+                    )
+                    .unwrap();
+                n += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, replica_conf) = start_replica(&tmp.path().join("replica"));
+    let master = Master::new(&tmp.path().join("master"), port);
+    let mut store = master.store();
+    for user in USERS {
+        for name in user_mailbox_names(user) {
+            store.create_mailbox(&name, None, None).unwrap();
+        }
+    }
+    fill_users(&mut store, 1, 4);
+    let opts = SyncOptions::default();
+    let mut conn = master.connect();
+    let mut carried = Vec::new();
+
+    let results = sync_users(&mut store, &mut conn, &opts, true, &mut carried);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(carried.is_empty(), "{carried:?}");
+    assert_users_same(&store, &open_store(&replica_conf));
+    // Three GET USER (two of them sent ahead), an upload and an APPLY MAILBOX per
+    // mailbox.
+    assert_eq!(conn.stats.gets, 3);
+    assert_eq!(conn.stats.applies, 2 * 6);
+
+    // Split brain in alice's last mailbox, the one carried into bob's pass, with -O:
+    // the failure is alice's, and bob and carol still sync.
+    let last = store.user_mailboxes("alice").unwrap().pop().unwrap();
+    let last = last.name().to_owned();
+    let mut replica_store = open_store(&replica_conf);
+    replica_store
+        .deliver(&last, &message(900, 3000)[..], &Flags::default(), None)
+        .unwrap();
+    drop(replica_store);
+    fill_users(&mut store, 100, 1);
+    let no_copyback = SyncOptions {
+        no_copyback: true,
+        ..SyncOptions::default()
+    };
+    let results = sync_users(&mut store, &mut conn, &no_copyback, true, &mut carried);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(carried.len(), 1, "{carried:?}");
+    assert_eq!(carried[0].0, "alice");
+    assert!(carried[0].1.contains(&last), "{carried:?}");
+    let replica = open_store(&replica_conf);
+    for user in ["bob", "carol"] {
+        for name in user_mailbox_names(user) {
+            assert_eq!(records(&store, &name), records(&replica, &name), "{name}");
+        }
+    }
+    drop(replica);
+
+    // Without -O the same connection repairs alice and everything converges.
+    carried.clear();
+    let results = sync_users(&mut store, &mut conn, &opts, false, &mut carried);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(carried.is_empty(), "{carried:?}");
+    assert_users_same(&store, &open_store(&replica_conf));
+    let _ = conn.exit();
+}
