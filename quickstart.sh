@@ -62,6 +62,8 @@ EOF
 
 echo "== replica: login repluser, sync_server on 127.0.0.1"
 echo "$PASSWORD" | "$BIN/csyncadm" -C "$DIR/replica/imapd.conf" passwd -p repluser >/dev/null
+# Never read an earlier run's line while the new server starts.
+rm -f "$DIR/server.out" "$DIR/server.log"
 "$BIN/sync_server" -C "$DIR/replica/imapd.conf" --listen 127.0.0.1:0 -v \
     > "$DIR/server.out" 2> "$DIR/server.log" &
 echo $! > "$DIR/server.pid"

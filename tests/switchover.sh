@@ -55,6 +55,9 @@ done
 
 start_server() { # host -> prints port
     local host=$1
+    # The launch below redirects in the background: without this, the wait could read
+    # an earlier server's line before the new one truncates the file.
+    rm -f "$DIR/$host/server.out" "$DIR/$host/server.log"
     "$BIN/sync_server" -C "$(conf "$host")" --listen 127.0.0.1:0 \
         > "$DIR/$host/server.out" 2> "$DIR/$host/server.log" &
     echo $! > "$DIR/$host/server.pid"
