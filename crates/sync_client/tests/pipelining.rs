@@ -5,16 +5,18 @@
 //! that needs the repair of §4.6 while later mailboxes are in flight, and a failure
 //! (`-O`) that leaves an uncollected reply behind on a connection that is used again.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use csync_mailstore::Store;
 use csync_mailstore::local::Flags;
-use csync_mailstore::{Store, StoreConfig};
 use csync_sync_client::config::ClientConfig;
 use csync_sync_client::conn::Connection;
 use csync_sync_client::progress::Progress;
 use csync_sync_client::sync::{SyncError, SyncOptions, Syncer};
+
+#[path = "support/replica.rs"]
+mod replica;
+use replica::{open_store, start_replica};
 
 const MAILBOXES: [&str; 4] = [
     "user.alice",
@@ -22,45 +24,6 @@ const MAILBOXES: [&str; 4] = [
     "user.alice.Lists",
     "user.alice.Work",
 ];
-
-/// csync's replica on a free loopback port, served by a thread of this process.
-fn start_replica(dir: &Path) -> (u16, PathBuf) {
-    std::fs::create_dir_all(dir.join("conf")).unwrap();
-    let conf = dir.join("imapd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "configdirectory: {d}/conf\npartition-default: {d}/spool\nservername: replica.test\n\
-             admins: repluser\nallowplaintext: yes\nfailedloginpause: 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let mut passwords = csync_auth::passwd::PasswordFile::new(dir.join("conf/csync.passwd"));
-    passwords.set("repluser", "secret").unwrap();
-    passwords.save().unwrap();
-    let config = csync_sync_server::config::ServerConfig::from_imapd(
-        &csync_config::Config::from_file(&conf).unwrap(),
-    )
-    .unwrap();
-    let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let shared = Arc::new(csync_sync_server::server::Shared::new(config).unwrap());
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (_stop, stopped) = tokio::sync::watch::channel(false);
-            let _ = csync_sync_server::server::serve(shared, vec![listener], stopped).await;
-        });
-    });
-    (port, conf)
-}
 
 struct Master {
     conf: PathBuf,
@@ -92,11 +55,6 @@ impl Master {
         let client = ClientConfig::from_imapd(&conf, None, None).unwrap();
         Connection::connect(&client.connect).unwrap()
     }
-}
-
-fn open_store(conf: &Path) -> Store {
-    let conf = csync_config::Config::from_file(conf).unwrap();
-    Store::open(StoreConfig::from_imapd(&conf).unwrap()).unwrap()
 }
 
 fn message(n: u32, size: usize) -> Vec<u8> {

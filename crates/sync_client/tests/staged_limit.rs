@@ -11,57 +11,20 @@
 //! to the master (`sync_client --verify -A`, the records of every mailbox, and the
 //! replica's files hashed against their GUIDs).
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
+use csync_mailstore::Store;
 use csync_mailstore::local::Flags;
-use csync_mailstore::{Store, StoreConfig};
+
+#[path = "support/replica.rs"]
+mod replica;
+use replica::{open_store, start_replica};
 
 const USERS: [&str; 4] = ["ann", "bob", "cat", "dan"];
 const SHARED: &str = "shared";
 /// Messages of its own in each user's INBOX (and one in the shared mailbox).
 const OWN: u32 = 3;
-
-/// csync's replica on a free loopback port, served by a thread of this process.
-fn start_replica(dir: &Path) -> (u16, PathBuf) {
-    std::fs::create_dir_all(dir.join("conf")).unwrap();
-    let conf = dir.join("imapd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "configdirectory: {d}/conf\npartition-default: {d}/spool\nservername: replica.test\n\
-             admins: repluser\nallowplaintext: yes\nfailedloginpause: 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let mut passwords = csync_auth::passwd::PasswordFile::new(dir.join("conf/csync.passwd"));
-    passwords.set("repluser", "secret").unwrap();
-    passwords.save().unwrap();
-    let config = csync_sync_server::config::ServerConfig::from_imapd(
-        &csync_config::Config::from_file(&conf).unwrap(),
-    )
-    .unwrap();
-    let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let shared = Arc::new(csync_sync_server::server::Shared::new(config).unwrap());
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (_stop, stopped) = tokio::sync::watch::channel(false);
-            let _ = csync_sync_server::server::serve(shared, vec![listener], stopped).await;
-        });
-    });
-    (port, conf)
-}
 
 /// The master's imapd.conf for a replica on `port`, with `extra` keys.
 fn master_conf(dir: &Path, name: &str, port: u16, extra: &str) -> PathBuf {
@@ -77,11 +40,6 @@ fn master_conf(dir: &Path, name: &str, port: u16, extra: &str) -> PathBuf {
     )
     .unwrap();
     conf
-}
-
-fn open_store(conf: &Path) -> Store {
-    let conf = csync_config::Config::from_file(conf).unwrap();
-    Store::open(StoreConfig::from_imapd(&conf).unwrap()).unwrap()
 }
 
 fn message(tag: &str, size: usize) -> Vec<u8> {
