@@ -3,11 +3,13 @@
 //! crashes, and leaves the store unchanged and consistent.
 
 use csync_mailstore::{Store, StoreConfig};
-use csync_protocol::command::Command;
 use csync_protocol::decode::{Decoder, Mode};
-use csync_protocol::response::SyncStatus;
-use csync_sync_server::replica::{Executed, Replica};
+use csync_sync_server::replica::Replica;
 use csync_sync_server::staging::Staging;
+
+#[path = "support/reply.rs"]
+mod reply;
+use reply::execute_line;
 
 const M1: &[u8] = b"From: Alice <alice@example.com>\r\nTo: John <john@example.com>\r\nSubject: first\r\nDate: Tue, 14 Nov 2023 22:15:00 +0000\r\nMessage-ID: <m1@example.com>\r\n\r\nHello John.\r\n";
 const M1_GUID: &str = "edaa9f52a858bda063269730eb4f9881ad296e5e";
@@ -37,18 +39,7 @@ impl Harness {
             feed.complete && feed.consumed == input.len(),
             "one whole line"
         );
-        let command = match Command::parse(self.decoder.line().unwrap()) {
-            Ok(c) => c,
-            Err(e) => return format!("{}\r\n", e.reply),
-        };
-        let mut out = Vec::new();
-        let status = match self.replica.execute(command, &mut out) {
-            Executed::Status(Ok(())) => SyncStatus::Ok.line().to_owned(),
-            Executed::Status(Err(f)) => f.status.line().to_owned(),
-            Executed::Line(l) => l.to_owned(),
-            Executed::NotMine => "not a replica command".to_owned(),
-        };
-        format!("{}{status}\r\n", String::from_utf8_lossy(&out))
+        execute_line(&mut self.replica, &self.decoder)
     }
 
     fn upload_m1(&mut self) {

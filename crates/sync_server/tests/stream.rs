@@ -12,7 +12,7 @@ use csync_protocol::decode::{Decoder, Mode};
 use csync_protocol::encode::{Encoder, LiteralStyle};
 use csync_protocol::mailbox::{Annotation, MailboxState, Record, Since, SystemFlags};
 use csync_protocol::response::SyncStatus;
-use csync_sync_server::replica::{Executed, RECORD_BATCH, Replica, StreamEnd};
+use csync_sync_server::replica::{RECORD_BATCH, Replica, StreamEnd};
 use csync_sync_server::staging::Staging;
 
 /// A replica fed the way the session feeds it: in chunks, with RECORD items streamed
@@ -85,18 +85,7 @@ impl Harness {
                 },
             };
         }
-        let command = match Command::parse(self.decoder.line().unwrap()) {
-            Ok(c) => c,
-            Err(e) => return format!("{}\r\n", e.reply),
-        };
-        let mut out = Vec::new();
-        let status = match self.replica.execute(command, &mut out) {
-            Executed::Status(Ok(())) => SyncStatus::Ok.line().to_owned(),
-            Executed::Status(Err(f)) => f.status.line().to_owned(),
-            Executed::Line(l) => l.to_owned(),
-            Executed::NotMine => "not a replica command".to_owned(),
-        };
-        format!("{}{status}\r\n", String::from_utf8_lossy(&out))
+        execute_line(&mut self.replica, &self.decoder)
     }
 
     fn upload(&mut self, messages: &[Message]) {
@@ -239,6 +228,10 @@ fn with_record_replaced(state: &MailboxState, uid: u32, replacement: &str) -> Ve
     let end = start + line[start..].find(" %(UID ").unwrap();
     format!("{}{replacement}{}", &line[..start], &line[end..]).into_bytes()
 }
+
+#[path = "support/reply.rs"]
+mod reply;
+use reply::execute_line;
 
 const BIG: u32 = 20_000;
 const BIG_ID: &str = "big00000000000000000000b";
