@@ -106,8 +106,10 @@ fn records(store: &Store, name: &str) -> Vec<(u32, String, u8, Vec<String>)> {
     out
 }
 
-fn assert_same(master: &Store, replica: &Store) {
-    for name in MAILBOXES {
+/// The replica holds the master's version of every mailbox of `names`.
+fn assert_same<S: AsRef<str>>(master: &Store, replica: &Store, names: &[S]) {
+    for name in names {
+        let name = name.as_ref();
         let (a, b) = (
             master.mailbox(name).unwrap().unwrap(),
             replica.mailbox(name).unwrap().unwrap(),
@@ -118,13 +120,14 @@ fn assert_same(master: &Store, replica: &Store) {
     }
 }
 
-fn fill(store: &mut Store, first: u32, per_mailbox: u32) {
+/// `per_mailbox` new messages in each mailbox of `names`, numbered from `first`.
+fn fill<S: AsRef<str>>(store: &mut Store, names: &[S], first: u32, per_mailbox: u32) {
     let mut n = first;
-    for name in MAILBOXES {
+    for name in names {
         for _ in 0..per_mailbox {
             store
                 .deliver(
-                    name,
+                    name.as_ref(),
                     &message(n, 2000 + 97 * n as usize)[..],
                     &Flags::default(),
                     None,
@@ -144,7 +147,7 @@ fn pipelined_pass_matches_replies_to_mailboxes() {
     for name in MAILBOXES {
         store.create_mailbox(name, None, None).unwrap();
     }
-    fill(&mut store, 1, 5);
+    fill(&mut store, &MAILBOXES, 1, 5);
     let opts = SyncOptions::default();
     let mut conn = master.connect();
 
@@ -152,7 +155,7 @@ fn pipelined_pass_matches_replies_to_mailboxes() {
     sync_user(&mut store, &mut conn, &opts).unwrap();
     assert_eq!(conn.deferred_pending(), 0);
     let replica = open_store(&replica_conf);
-    assert_same(&store, &replica);
+    assert_same(&store, &replica, &MAILBOXES);
     // One APPLY MESSAGE and one APPLY MAILBOX per mailbox.
     assert_eq!(conn.stats.applies, 2 * MAILBOXES.len() as u64);
 
@@ -174,7 +177,7 @@ fn pipelined_pass_matches_replies_to_mailboxes() {
         .find(|r| r.0 == uid)
         .unwrap()
         .1;
-    fill(&mut store, 100, 2);
+    fill(&mut store, &MAILBOXES, 100, 2);
     assert_eq!(
         store.mailbox("user.alice").unwrap().unwrap().state.last_uid,
         uid + 1,
@@ -195,7 +198,7 @@ fn pipelined_pass_matches_replies_to_mailboxes() {
     sync_user(&mut store, &mut conn, &opts).unwrap();
     assert_eq!(conn.deferred_pending(), 0);
     let replica = open_store(&replica_conf);
-    assert_same(&store, &replica);
+    assert_same(&store, &replica, &MAILBOXES);
     // Both messages of the split brain are kept (§4.6).
     let guids: Vec<String> = records(&store, "user.alice")
         .into_iter()
@@ -267,37 +270,8 @@ fn user_mailbox_names(user: &str) -> [String; 2] {
     [format!("user.{user}"), format!("user.{user}.Archive")]
 }
 
-fn assert_users_same(master: &Store, replica: &Store) {
-    for user in USERS {
-        for name in user_mailbox_names(user) {
-            let (a, b) = (
-                master.mailbox(&name).unwrap().unwrap(),
-                replica.mailbox(&name).unwrap().unwrap(),
-            );
-            assert_eq!(a.state.last_uid, b.state.last_uid, "{name}");
-            assert_eq!(a.state.highestmodseq, b.state.highestmodseq, "{name}");
-            assert_eq!(records(master, &name), records(replica, &name), "{name}");
-        }
-    }
-}
-
-fn fill_users(store: &mut Store, first: u32, per_mailbox: u32) {
-    let mut n = first;
-    for user in USERS {
-        for name in user_mailbox_names(user) {
-            for _ in 0..per_mailbox {
-                store
-                    .deliver(
-                        &name,
-                        &message(n, 1500 + 89 * n as usize)[..],
-                        &Flags::default(),
-                        None,
-                    )
-                    .unwrap();
-                n += 1;
-            }
-        }
-    }
+fn all_user_mailboxes() -> Vec<String> {
+    USERS.iter().flat_map(|u| user_mailbox_names(u)).collect()
 }
 
 #[test]
@@ -311,7 +285,7 @@ fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
             store.create_mailbox(&name, None, None).unwrap();
         }
     }
-    fill_users(&mut store, 1, 4);
+    fill(&mut store, &all_user_mailboxes(), 1, 4);
     let opts = SyncOptions::default();
     let mut conn = master.connect();
     let mut carried = Vec::new();
@@ -319,7 +293,7 @@ fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
     let results = sync_users(&mut store, &mut conn, &opts, true, &mut carried);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(carried.is_empty(), "{carried:?}");
-    assert_users_same(&store, &open_store(&replica_conf));
+    assert_same(&store, &open_store(&replica_conf), &all_user_mailboxes());
     // Three GET USER (two of them sent ahead), an upload and an APPLY MAILBOX per
     // mailbox.
     assert_eq!(conn.stats.gets, 3);
@@ -334,7 +308,7 @@ fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
         .deliver(&last, &message(900, 3000)[..], &Flags::default(), None)
         .unwrap();
     drop(replica_store);
-    fill_users(&mut store, 100, 1);
+    fill(&mut store, &all_user_mailboxes(), 100, 1);
     let no_copyback = SyncOptions {
         no_copyback: true,
         ..SyncOptions::default()
@@ -357,6 +331,6 @@ fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
     let results = sync_users(&mut store, &mut conn, &opts, false, &mut carried);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(carried.is_empty(), "{carried:?}");
-    assert_users_same(&store, &open_store(&replica_conf));
+    assert_same(&store, &open_store(&replica_conf), &all_user_mailboxes());
     let _ = conn.exit();
 }
