@@ -7,14 +7,13 @@
 //! core, so the plaintext of the next upload is ready when the session comes back,
 //! and the client is not held up by a full socket.
 //!
-//! The task runs ahead by at most [`MAX_AHEAD`] chunks (one socket read each), which
-//! bounds the memory; it is aborted when its [`CompressedReader`] is dropped.
-
-use std::sync::Arc;
+//! The task runs ahead by at most [`MAX_AHEAD`] chunks (one socket read each) plus the
+//! one it holds, which bounds the memory; it is aborted when its [`CompressedReader`]
+//! is dropped.
 
 use csync_protocol::compress::Inflater;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Socket reads inflated ahead of the session: with 64 KiB reads, at most 1 MiB of
@@ -41,7 +40,7 @@ pub enum ReadFailure {
 
 /// The session's end of the reading task.
 pub struct CompressedReader {
-    chunks: mpsc::UnboundedReceiver<(Chunk, OwnedSemaphorePermit)>,
+    chunks: mpsc::Receiver<Chunk>,
     task: JoinHandle<()>,
 }
 
@@ -58,16 +57,12 @@ impl CompressedReader {
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        let (tx, chunks) = mpsc::unbounded_channel();
-        let room = Arc::new(Semaphore::new(MAX_AHEAD));
+        let (tx, chunks) = mpsc::channel(MAX_AHEAD);
         let task = tokio::spawn(async move {
             let mut inflater = Inflater::new();
             let mut raw = vec![0u8; READ_BYTES];
             let mut pending = Some(leftover);
             loop {
-                let Ok(permit) = room.clone().acquire_owned().await else {
-                    return;
-                };
                 let chunk = match pending.take() {
                     Some(bytes) => inflate(&mut inflater, &bytes),
                     None => match reader.read(&mut raw).await {
@@ -77,7 +72,8 @@ impl CompressedReader {
                     },
                 };
                 let last = !matches!(chunk, Chunk::Plain(..));
-                if tx.send((chunk, permit)).is_err() || last {
+                // Waits while MAX_AHEAD chunks are queued.
+                if tx.send(chunk).await.is_err() || last {
                     return;
                 }
             }
@@ -87,8 +83,7 @@ impl CompressedReader {
 
     /// The next chunk; `None` only if the task is gone without saying why.
     pub async fn next(&mut self) -> Option<Chunk> {
-        // The permit is dropped here: the task may read one more chunk.
-        self.chunks.recv().await.map(|(chunk, _permit)| chunk)
+        self.chunks.recv().await
     }
 }
 
