@@ -156,10 +156,7 @@ impl Syncer<'_> {
     /// that user, and returned only if the connection failed.
     pub fn conclude_carried(&mut self) -> SyncResult<()> {
         match self.conn.carried.take() {
-            Some(carried) => self.conclude_pending(Pending {
-                mailbox: carried.mailbox,
-                carried_from: Some(carried.userid),
-            }),
+            Some(carried) => self.conclude_pending(carried.into()),
             None => Ok(()),
         }
     }
@@ -423,10 +420,7 @@ impl Syncer<'_> {
         handoff: Option<(&str, &str)>,
     ) -> SyncResult<()> {
         // A previous user's last mailbox is collected like this pass's own.
-        let mut pending: Option<Pending> = self.conn.carried.take().map(|c| Pending {
-            mailbox: c.mailbox,
-            carried_from: Some(c.userid),
-        });
+        let mut pending: Option<Pending> = self.conn.carried.take().map(Pending::from);
         for (i, m) in master.iter().enumerate() {
             if i + 1 == master.len()
                 && let Some((_, next)) = handoff
@@ -1134,6 +1128,15 @@ fn upload(
 struct Pending {
     mailbox: String,
     carried_from: Option<String>,
+}
+
+impl From<CarriedMailbox> for Pending {
+    fn from(carried: CarriedMailbox) -> Pending {
+        Pending {
+            mailbox: carried.mailbox,
+            carried_from: Some(carried.userid),
+        }
+    }
 }
 
 /// The replica's side of a user from a `GET USER` reply.
