@@ -4,7 +4,6 @@
 //! round trips, and message bodies are streamed from disk straight into the socket.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -16,6 +15,7 @@ use csync_protocol::command::Command;
 use csync_protocol::compress::{Deflater, Inflater};
 
 use crate::deflate_pool::{DeflatePool, UploadError};
+use crate::readahead;
 use csync_protocol::decode::{Body, CollectFiles, Decoder, Mode};
 use csync_protocol::encode::{Encoder, LiteralStyle};
 use csync_protocol::mailbox::Required;
@@ -998,13 +998,21 @@ fn write_upload(
     files: &[&MessageUpload],
     emit: &mut dyn FnMut(&[u8]) -> Result<(), ConnError>,
 ) -> Result<u64, ConnError> {
+    let paths = files.iter().map(|f| f.path.clone()).collect();
+    readahead::with_files_ahead(paths, |next_file| write_upload_from(files, next_file, emit))
+}
+
+fn write_upload_from(
+    files: &[&MessageUpload],
+    next_file: &mut dyn FnMut() -> readahead::Opened,
+    emit: &mut dyn FnMut(&[u8]) -> Result<(), ConnError>,
+) -> Result<u64, ConnError> {
     let mut enc = Encoder::new(LiteralStyle::NonSynchronizing);
     csync_protocol::command::encode_apply_message_start(&mut enc);
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent_bytes = 0u64;
     for f in files {
-        let mut file = File::open(&f.path)?;
-        let size = file.metadata()?.len();
+        let (mut file, size) = next_file()?;
         if size != u64::from(f.size) {
             enc.nil();
             continue;

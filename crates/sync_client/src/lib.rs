@@ -18,6 +18,7 @@ pub mod conn;
 pub mod deflate_pool;
 pub mod metrics;
 pub mod progress;
+pub mod readahead;
 pub mod repair;
 pub mod rolling;
 pub mod sync;
