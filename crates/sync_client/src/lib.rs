@@ -3,6 +3,8 @@
 //! the sync_log (`-r`).
 //!
 //! * [`conn`]: the connection (greeting, STARTTLS, SASL, COMPRESS, streaming uploads)
+//! * [`deflate_pool`]: compressing uploads on several cores
+//! * [`readahead`]: opening an upload's message files ahead of the connection
 //! * [`sync`]: the algorithm of spec §4 (USER, mailbox-list and META syncs, the
 //!   folder pass, the unchanged check, quotas, subscriptions, seen, sieve)
 //! * [`repair`]: the full update of §4.6
