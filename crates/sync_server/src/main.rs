@@ -122,6 +122,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Every session runs on a blocking thread of its own (server.rs): room for
+        // all of them, and for the runtime's own blocking work besides.
+        .max_blocking_threads(config.max_connections + 64)
         .enable_all()
         .build()
         .context("starting the runtime")?;
