@@ -998,8 +998,10 @@ fn write_upload(
     files: &[&MessageUpload],
     emit: &mut dyn FnMut(&[u8]) -> Result<(), ConnError>,
 ) -> Result<u64, ConnError> {
-    let paths = files.iter().map(|f| f.path.clone()).collect();
-    readahead::with_files_ahead(paths, |next_file| write_upload_from(files, next_file, emit))
+    let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    readahead::with_files_ahead(&paths, |next_file| {
+        write_upload_from(files, next_file, emit)
+    })
 }
 
 fn write_upload_from(

@@ -2,17 +2,17 @@
 //!
 //! A full sync reads message files the master has not touched for a long time, so
 //! most reads go to the disk, and reading them one after the other leaves the
-//! connection waiting for each (a second of a 5,000-message run here). An
-//! [`Opener`] thread opens the files of one `APPLY MESSAGE` in order, asks the
+//! connection waiting for each (a second of a 5,000-message run here). A thread
+//! opens the files of one `APPLY MESSAGE` in order, asks the
 //! kernel to read each one in whole (`posix_fadvise(POSIX_FADV_WILLNEED)`, which
 //! queues the reads and returns), and hands the open files over: the disk then works
 //! on several files at once while the connection sends earlier ones.
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::thread::{self, Scope};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
@@ -23,43 +23,8 @@ pub const AHEAD: usize = 32;
 /// One opened file and its size, or why it could not be opened.
 pub type Opened = io::Result<(File, u64)>;
 
-/// Hands out the files of one upload in order, opened (and being read) ahead on a
-/// thread of the enclosing [`Scope`]. Dropping it stops that thread at its next file.
-#[derive(Debug)]
-pub struct Opener {
-    opened: Receiver<Opened>,
-}
-
-impl Opener {
-    /// Starts opening `paths`, in order, on a thread of `scope`.
-    pub fn start<'scope>(scope: &'scope Scope<'scope, '_>, paths: Vec<PathBuf>) -> Opener {
-        let (tx, opened) = mpsc::sync_channel(AHEAD);
-        scope.spawn(move || open_in_order(paths, &tx));
-        Opener { opened }
-    }
-
-    /// The next file, in the order given to [`start`](Self::start).
-    pub fn next_file(&self) -> Opened {
-        self.opened.recv().unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "the file-opening thread stopped before the last file",
-            ))
-        })
-    }
-}
-
-fn open_in_order(paths: Vec<PathBuf>, opened: &SyncSender<Opened>) {
-    for path in paths {
-        let file = open_and_read_ahead(&path);
-        if opened.send(file).is_err() {
-            // The upload was abandoned.
-            return;
-        }
-    }
-}
-
 /// Opens `path` and starts reading all of it into the page cache.
-pub fn open_and_read_ahead(path: &std::path::Path) -> Opened {
+pub fn open_and_read_ahead(path: &Path) -> Opened {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     // A hint: if it fails, the later read just waits for the disk.
@@ -72,24 +37,40 @@ pub fn open_and_read_ahead(path: &std::path::Path) -> Opened {
     Ok((file, size))
 }
 
-/// Runs `send` with the files of `paths` handed out in order by an [`Opener`] (for
-/// more than one file; a single file is opened right there, without a thread).
+/// Runs `send` with the files of `paths` handed out in order, each call of its
+/// argument giving the next one. With more than one file, a scoped thread opens them
+/// up to [`AHEAD`] in advance; it stops at its next file once `send` returns. A
+/// single file is opened right there, without a thread.
 pub fn with_files_ahead<T>(
-    paths: Vec<PathBuf>,
+    paths: &[&Path],
     send: impl FnOnce(&mut dyn FnMut() -> Opened) -> T,
 ) -> T {
     if paths.len() <= 1 {
-        let mut paths = paths.into_iter();
+        let mut paths = paths.iter();
         return send(&mut || match paths.next() {
-            Some(path) => open_and_read_ahead(&path),
+            Some(path) => open_and_read_ahead(path),
             None => Err(io::Error::other("no file left to open")),
         });
     }
     thread::scope(|scope| {
-        let opener = Opener::start(scope, paths);
-        let result = send(&mut || opener.next_file());
+        let (opened_tx, opened) = mpsc::sync_channel(AHEAD);
+        scope.spawn(move || {
+            for path in paths {
+                if opened_tx.send(open_and_read_ahead(path)).is_err() {
+                    // The upload was abandoned.
+                    return;
+                }
+            }
+        });
+        let result = send(&mut || {
+            opened.recv().unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "the file-opening thread stopped before the last file",
+                ))
+            })
+        });
         // Ends the thread if `send` stopped early: its next send fails.
-        drop(opener);
+        drop(opened);
         result
     })
 }
@@ -98,6 +79,11 @@ pub fn with_files_ahead<T>(
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::path::PathBuf;
+
+    fn refs(paths: &[PathBuf]) -> Vec<&Path> {
+        paths.iter().map(PathBuf::as_path).collect()
+    }
 
     fn files(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
         (0..n)
@@ -113,7 +99,7 @@ mod tests {
     fn files_come_out_in_order_with_their_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let paths = files(dir.path(), 3 * AHEAD);
-        let got = with_files_ahead(paths.clone(), |next| {
+        let got = with_files_ahead(&refs(&paths), |next| {
             (0..paths.len())
                 .map(|_| {
                     let (mut file, size) = next().unwrap();
@@ -134,7 +120,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut paths = files(dir.path(), 3);
         paths.insert(1, dir.path().join("gone."));
-        let results = with_files_ahead(paths, |next| {
+        let results = with_files_ahead(&refs(&paths), |next| {
             (0..4)
                 .map(|_| next().map(|(_, size)| size))
                 .collect::<Vec<_>>()
@@ -149,7 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = files(dir.path(), 4 * AHEAD);
         // Returns (the scope joins the thread) although most files were never taken.
-        let first = with_files_ahead(paths, |next| next().map(|(_, size)| size).unwrap());
+        let first = with_files_ahead(&refs(&paths), |next| next().map(|(_, size)| size).unwrap());
         assert_eq!(first, "message 0\r\n".len() as u64);
     }
 
@@ -158,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for n in [1, 2] {
             let paths = files(dir.path(), n);
-            with_files_ahead(paths, |next| {
+            with_files_ahead(&refs(&paths), |next| {
                 for _ in 0..n {
                     next().unwrap();
                 }
