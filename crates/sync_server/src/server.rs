@@ -128,11 +128,10 @@ async fn handle(
     let shutdown = shutdown.clone();
     shared.metrics.sessions.inc();
     shared.metrics.connections.inc();
-    // A session of its own thread: most of its work is file I/O (staging, fsyncs,
-    // the index), which on a runtime worker each had to go through `block_in_place`,
-    // handing the worker to another thread every time (a thousand new threads in a
-    // 5,000-message sync). Here the blocking calls run in place, and its socket
-    // reads still wait on the runtime.
+    // A session on a thread of its own: most of its work is file I/O (staging,
+    // fsyncs, the index), which on a runtime worker each had to go through
+    // `block_in_place`, handing the worker to another thread every time. Here the
+    // blocking calls run in place, and its socket reads still wait on the runtime.
     let runtime = tokio::runtime::Handle::current();
     sessions.spawn_blocking(move || {
         runtime.block_on(crate::session::run(stream, shared.clone(), shutdown));
