@@ -313,15 +313,12 @@ impl Staging {
         let Some(up) = self.upload.take() else {
             return Ok(());
         };
-        if written.is_ok() {
-            writeback::start(up.file);
-        } else {
-            drop(up.file);
-        }
         if let Err(e) = written {
+            drop(up.file);
             let _ = fs::remove_file(&up.path);
             return Err(e);
         }
+        writeback::start(up.file);
         let computed = Guid(up.hasher.finalize().into());
         if computed != up.guid {
             let _ = fs::remove_file(&up.path);
