@@ -1,6 +1,6 @@
 //! Compressing `APPLY MESSAGE` uploads on several cores at once.
 //!
-//! Deflate at level 1 runs at about 180 MB/s per core on mail text, which is slower
+//! Deflate at level 1 runs at about 80–180 MB/s per core on mail text, which is slower
 //! than a replica can store messages, so one compressing thread would set the pace
 //! of a full sync. The upload's plain bytes are cut into segments that a pool of
 //! threads compresses independently ([`SegmentDeflater`]: each primed with the 32 KiB
@@ -13,14 +13,17 @@ use std::thread::JoinHandle;
 
 use csync_protocol::compress::{SegmentDeflater, WINDOW, slide_window};
 
-/// Plain bytes per segment: large enough that the 32 KiB history copied into each
-/// job and the sync flush ending it cost little.
-pub const SEGMENT_BYTES: usize = 256 * 1024;
+/// Plain bytes per segment: large enough that priming each job with 32 KiB of
+/// history and resetting the compressor for it cost little (at 256 KiB that was
+/// 6 % of the client's instructions in a full sync, at 512 KiB 3 %).
+pub const SEGMENT_BYTES: usize = 512 * 1024;
 
 struct Job {
     seq: u64,
     history: Vec<u8>,
     plain: Vec<u8>,
+    /// An empty buffer to compress into.
+    out: Vec<u8>,
 }
 
 struct Done {
@@ -36,6 +39,9 @@ pub struct DeflatePool {
     done: mpsc::Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
     threads: usize,
+    /// Buffers of finished jobs, kept for the next ones across uploads: fresh
+    /// buffers this size would each be a new mapping, faulted in page by page.
+    spare: Vec<Vec<u8>>,
 }
 
 impl DeflatePool {
@@ -60,7 +66,9 @@ impl DeflatePool {
                             rx.recv()
                         };
                         let Ok(job) = job else { return };
-                        let mut out = Vec::with_capacity(job.plain.len() / 2 + 1024);
+                        let mut out = job.out;
+                        out.clear();
+                        out.reserve(job.plain.len() / 2 + 1024);
                         let compressed = deflater
                             .compress(&job.history, &job.plain, &mut out)
                             .map(|()| out)
@@ -82,21 +90,45 @@ impl DeflatePool {
             done,
             workers,
             threads,
+            spare: Vec::new(),
         })
     }
 
     /// One upload's worth of segments, written in order through `write`.
     pub fn upload(&mut self) -> Upload<'_> {
+        let pending = self.segment_buffer();
         Upload {
             pool: self,
-            pending: Vec::with_capacity(SEGMENT_BYTES),
+            pending,
             history: Vec::with_capacity(WINDOW),
-            spare: Vec::new(),
             next_seq: 0,
             next_write: 0,
             in_flight: 0,
             ready: BTreeMap::new(),
             plain_bytes: 0,
+        }
+    }
+}
+
+impl DeflatePool {
+    /// An empty buffer, reused when one is spare.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// An empty buffer with room for a whole segment.
+    fn segment_buffer(&mut self) -> Vec<u8> {
+        let mut buffer = self.buffer();
+        buffer.reserve(SEGMENT_BYTES);
+        buffer
+    }
+
+    /// Keeps an emptied buffer for later jobs; as many as are in flight at most
+    /// (the plain text and the output of each).
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < 4 * self.threads {
+            buffer.clear();
+            self.spare.push(buffer);
         }
     }
 }
@@ -127,7 +159,6 @@ pub struct Upload<'p> {
     pending: Vec<u8>,
     /// The last 32 KiB of plain text submitted so far.
     history: Vec<u8>,
-    spare: Vec<Vec<u8>>,
     next_seq: u64,
     next_write: u64,
     in_flight: usize,
@@ -195,16 +226,13 @@ impl Upload<'_> {
         &mut self,
         write: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<(), UploadError> {
-        let fresh = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(SEGMENT_BYTES));
+        let fresh = self.pool.segment_buffer();
         let plain = std::mem::replace(&mut self.pending, fresh);
-        self.pending.clear();
         let job = Job {
             seq: self.next_seq,
             history: self.history.clone(),
             plain,
+            out: self.pool.buffer(),
         };
         self.plain_bytes += job.plain.len() as u64;
         slide_window(&mut self.history, &job.plain);
@@ -216,9 +244,10 @@ impl Upload<'_> {
             .map_err(|_| UploadError::PoolGone)?;
         self.next_seq += 1;
         self.in_flight += 1;
-        // Two segments per worker in flight keeps every worker busy while the
-        // results wait for their turn, and bounds memory.
-        while self.in_flight >= 2 * self.pool.threads {
+        // Two segments per worker between submission and write keeps every worker
+        // busy while the results wait for their turn, and bounds memory even when
+        // one worker falls behind the others.
+        while self.next_seq - self.next_write >= 2 * self.pool.threads as u64 {
             self.collect_one(write)?;
         }
         Ok(())
@@ -232,15 +261,13 @@ impl Upload<'_> {
     ) -> Result<(), UploadError> {
         let done = self.pool.done.recv().map_err(|_| UploadError::PoolGone)?;
         self.in_flight -= 1;
-        let mut plain = done.plain;
-        plain.clear();
-        if self.spare.len() < 2 * self.pool.threads {
-            self.spare.push(plain);
-        }
+        self.pool.recycle(done.plain);
         self.ready
             .insert(done.seq, done.compressed.map_err(UploadError::Compress)?);
         while let Some(out) = self.ready.remove(&self.next_write) {
-            write(&out)?;
+            let written = write(&out);
+            self.pool.recycle(out);
+            written?;
             self.next_write += 1;
         }
         Ok(())
@@ -252,11 +279,20 @@ impl Drop for Upload<'_> {
         // An abandoned upload (an error on the way): collect what the workers still
         // hold so the next upload does not receive it.
         while self.in_flight > 0 {
-            if self.pool.done.recv().is_err() {
+            let Ok(done) = self.pool.done.recv() else {
                 break;
-            }
+            };
             self.in_flight -= 1;
+            self.pool.recycle(done.plain);
+            if let Ok(out) = done.compressed {
+                self.pool.recycle(out);
+            }
         }
+        for (_, out) in std::mem::take(&mut self.ready) {
+            self.pool.recycle(out);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pool.recycle(pending);
     }
 }
 
