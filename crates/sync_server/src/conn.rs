@@ -192,11 +192,13 @@ impl Conn {
                         continue;
                     }
                     let n = plain.len();
-                    if self.input.is_empty() {
-                        self.input = plain;
+                    let used = if self.input.is_empty() {
+                        std::mem::replace(&mut self.input, plain)
                     } else {
                         self.input.extend_from_slice(&plain);
-                    }
+                        plain
+                    };
+                    reader.recycle(used);
                     return Ok(Some(n));
                 }
                 Some(Chunk::Eof) | None => return Ok(Some(0)),

@@ -11,6 +11,8 @@
 //! one it holds, which bounds the memory; it is aborted when its [`CompressedReader`]
 //! is dropped.
 
+use std::sync::{Arc, Mutex};
+
 use csync_protocol::compress::Inflater;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -38,10 +40,15 @@ pub enum ReadFailure {
     Inflate(String),
 }
 
+/// Emptied plaintext buffers on their way back to the task: a fresh buffer this
+/// size would be a new mapping, faulted in page by page as inflate fills it.
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// The session's end of the reading task.
 pub struct CompressedReader {
     chunks: mpsc::Receiver<Chunk>,
     task: JoinHandle<()>,
+    spare: Spare,
 }
 
 impl std::fmt::Debug for CompressedReader {
@@ -58,16 +65,22 @@ impl CompressedReader {
         R: AsyncRead + Unpin + Send + 'static,
     {
         let (tx, chunks) = mpsc::channel(MAX_AHEAD);
+        let spare = Spare::default();
+        let task_spare = spare.clone();
         let task = tokio::spawn(async move {
             let mut inflater = Inflater::new();
             let mut raw = vec![0u8; READ_BYTES];
             let mut pending = Some(leftover);
             loop {
+                let plain = || {
+                    let spare = task_spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    spare.unwrap_or_default()
+                };
                 let chunk = match pending.take() {
-                    Some(bytes) => inflate(&mut inflater, &bytes),
+                    Some(bytes) => inflate(&mut inflater, &bytes, plain()),
                     None => match reader.read(&mut raw).await {
                         Ok(0) => Chunk::Eof,
-                        Ok(n) => inflate(&mut inflater, &raw[..n]),
+                        Ok(n) => inflate(&mut inflater, &raw[..n], plain()),
                         Err(e) => Chunk::Failed(ReadFailure::Io(e)),
                     },
                 };
@@ -78,12 +91,26 @@ impl CompressedReader {
                 }
             }
         });
-        CompressedReader { chunks, task }
+        CompressedReader {
+            chunks,
+            task,
+            spare,
+        }
     }
 
     /// The next chunk; `None` only if the task is gone without saying why.
     pub async fn next(&mut self) -> Option<Chunk> {
         self.chunks.recv().await
+    }
+
+    /// Hands a plaintext buffer the session is done with back to the task; as many
+    /// as can be in flight are kept.
+    pub fn recycle(&self, mut buffer: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < MAX_AHEAD + 2 {
+            buffer.clear();
+            spare.push(buffer);
+        }
     }
 }
 
@@ -94,8 +121,8 @@ impl Drop for CompressedReader {
     }
 }
 
-fn inflate(inflater: &mut Inflater, compressed: &[u8]) -> Chunk {
-    let mut plain = Vec::with_capacity(compressed.len() * 3);
+fn inflate(inflater: &mut Inflater, compressed: &[u8], mut plain: Vec<u8>) -> Chunk {
+    plain.reserve(compressed.len() * 3);
     match inflater.decompress(compressed, &mut plain) {
         Ok(()) => Chunk::Plain(plain, compressed.len()),
         Err(e) => Chunk::Failed(ReadFailure::Inflate(e.to_string())),
