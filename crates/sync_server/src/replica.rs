@@ -1003,7 +1003,7 @@ impl Replica {
                 if link {
                     // The dry run saw it staged; nothing unstages within a line.
                     let path = staging
-                        .get(&master.partition, &record.guid)
+                        .staged_path(&master.partition, &record.guid)
                         .ok_or_else(|| {
                             StoreError::Invalid(format!(
                                 "{name}: uid {}: staged message {} is gone",

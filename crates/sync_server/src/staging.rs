@@ -166,6 +166,15 @@ impl Staging {
             .then_some(path)
     }
 
+    /// Where (partition, GUID) is staged, for a caller that has already seen it
+    /// there with [`get`](Self::get) within the same command: no `stat` again.
+    pub fn staged_path(&self, partition: &str, guid: &Guid) -> Option<PathBuf> {
+        if !self.dirs.contains(partition) {
+            return None;
+        }
+        Some(self.dir(partition).ok()?.join(guid.to_hex()))
+    }
+
     /// Whether an upload of this GUID arrived with bytes that hash to something else.
     pub fn was_corrupt(&self, guid: &Guid) -> Option<Guid> {
         self.corrupt
@@ -244,21 +253,26 @@ impl Staging {
             path: path.to_owned(),
             source,
         };
-        // Sent again while staged: checked under a temporary name, then renamed over
-        // the staged one, which stays usable if these bytes turn out corrupt.
-        let path = if self.get(&partition, &guid).is_some() {
-            dir.join(format!("{}.tmp", guid.to_hex()))
-        } else {
-            dir.join(guid.to_hex())
-        };
         // Never truncate: the file may be linked into a mailbox already.
-        let create = || OpenOptions::new().write(true).create_new(true).open(&path);
-        let file = match create() {
-            Ok(f) => f,
+        let create = |path: &Path| OpenOptions::new().write(true).create_new(true).open(path);
+        let path = dir.join(guid.to_hex());
+        let (path, file) = match create(&path) {
+            Ok(f) => (path, f),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by an upload that failed; nothing refers to it.
-                fs::remove_file(&path).map_err(|e| io(&path, e))?;
-                create().map_err(|e| io(&path, e))?
+                // Sent again while staged: checked under a temporary name, then
+                // renamed over the staged one, which stays usable if these bytes turn
+                // out corrupt.
+                let tmp = dir.join(format!("{}.tmp", guid.to_hex()));
+                let file = match create(&tmp) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        // Left by an upload that failed; nothing refers to it.
+                        fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?;
+                        create(&tmp).map_err(|e| io(&tmp, e))?
+                    }
+                    Err(e) => return Err(io(&tmp, e)),
+                };
+                (tmp, file)
             }
             Err(e) => return Err(io(&path, e)),
         };
