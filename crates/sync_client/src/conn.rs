@@ -201,6 +201,9 @@ pub struct Connection {
     /// Deferred replies already read (while waiting for a later command's reply),
     /// oldest first, for [`Connection::take_deferred`]. A failure is kept as its text.
     early: VecDeque<Result<Reply, String>>,
+    /// One entry per wanted deferred reply, oldest first: the upload it answers, for
+    /// an `APPLY MESSAGE` sent with [`Connection::apply_message_deferred`].
+    deferred_uploads: VecDeque<Option<InFlightUpload>>,
     pub stats: Stats,
     target: String,
     /// A `GET USER` sent ahead for this user (see [`Connection::prefetch_user`]).
@@ -211,6 +214,15 @@ pub struct Connection {
     pub carried: Option<CarriedMailbox>,
     /// Failures of carried mailboxes, for the user they belong to: (user, error).
     pub carried_failures: Vec<(String, String)>,
+}
+
+/// An `APPLY MESSAGE` whose reply is still to come: its files count as staged
+/// meanwhile (a later mailbox does not send them again), and become staged for good
+/// once the reply is OK.
+#[derive(Debug)]
+struct InFlightUpload {
+    files: Vec<(String, Guid)>,
+    bytes: u64,
 }
 
 /// See [`Connection::carried`].
@@ -334,6 +346,7 @@ impl Connection {
             staged: Staged::new(opts.staged_limit),
             unread: VecDeque::new(),
             early: VecDeque::new(),
+            deferred_uploads: VecDeque::new(),
             stats: Stats::default(),
             target,
             prefetched_user: None,
@@ -679,6 +692,7 @@ impl Connection {
             userid.to_owned(),
         )))?;
         self.unread.push_back(true);
+        self.deferred_uploads.push_back(None);
         self.prefetched_user = Some(userid.to_owned());
         Ok(())
     }
@@ -701,7 +715,14 @@ impl Connection {
     /// Whether the staged set has reached its limit (the next user boundary sends
     /// `RESTART`, which needs no reply outstanding).
     pub fn staged_full(&self) -> bool {
-        self.staged.is_full()
+        // Files of an upload whose reply is still to come will be staged too.
+        let in_flight: usize = self
+            .deferred_uploads
+            .iter()
+            .flatten()
+            .map(|u| u.files.len())
+            .sum();
+        self.staged.len() + in_flight >= self.staged.limit
     }
 
     /// Sends a command whose bytes the caller writes through `write` (a large
@@ -724,6 +745,7 @@ impl Connection {
     ) -> Result<(), ConnError> {
         self.send_streamed(write)?;
         self.unread.push_back(true);
+        self.deferred_uploads.push_back(None);
         Ok(())
     }
 
@@ -731,13 +753,34 @@ impl Connection {
     /// [`command_streamed_deferred`](Self::command_streamed_deferred), reading it if
     /// it is still on the wire.
     pub fn take_deferred(&mut self) -> Result<Reply, ConnError> {
-        if let Some(early) = self.early.pop_front() {
-            return early.map_err(ConnError::Protocol);
+        let upload = self.deferred_uploads.pop_front().flatten();
+        let reply = if let Some(early) = self.early.pop_front() {
+            early.map_err(ConnError::Protocol)
+        } else {
+            match self.unread.pop_front() {
+                Some(true) => self.read_reply(Required::ListReply),
+                _ => Err(ConnError::Protocol("no deferred reply is pending".into())),
+            }
+        };
+        if let (Some(upload), Ok(reply)) = (upload, &reply)
+            && reply.status() == SyncStatus::Ok
+        {
+            self.stats.messages_sent += upload.files.len() as u64;
+            self.stats.message_bytes_sent += upload.bytes;
+            for (partition, guid) in upload.files {
+                self.staged.insert(&partition, guid);
+            }
         }
-        match self.unread.pop_front() {
-            Some(true) => self.read_reply(Required::ListReply),
-            _ => Err(ConnError::Protocol("no deferred reply is pending".into())),
-        }
+        reply
+    }
+
+    /// If the oldest deferred reply is that of an `APPLY MESSAGE`: its number of
+    /// files and bytes.
+    pub fn deferred_upload_next(&self) -> Option<(u64, u64)> {
+        self.deferred_uploads
+            .front()
+            .and_then(Option::as_ref)
+            .map(|u| (u.files.len() as u64, u.bytes))
     }
 
     /// Drops the deferred replies nobody will collect (a sync step that failed before
@@ -752,6 +795,7 @@ impl Connection {
             ));
         }
         self.early.clear();
+        self.deferred_uploads.clear();
         for wanted in &mut self.unread {
             *wanted = false;
         }
@@ -821,7 +865,7 @@ impl Connection {
     pub fn apply_message(&mut self, files: &[MessageUpload]) -> Result<Reply, ConnError> {
         let pending: Vec<&MessageUpload> = files
             .iter()
-            .filter(|f| !self.staged.contains(&f.partition, &f.guid))
+            .filter(|f| !self.is_staged(&f.partition, &f.guid))
             .collect();
         if pending.is_empty() {
             return Ok(Reply {
@@ -830,17 +874,7 @@ impl Connection {
                 completion: Completion::Ok("nothing to upload".into()),
             });
         }
-        debug!(command = %format!("APPLY MESSAGE ({} files)", pending.len()), "sending");
-        let sent_bytes = if self.deflater.is_some() && self.compress_threads >= 2 {
-            self.upload_pooled(&pending)?
-        } else {
-            let mut emit = |bytes: &[u8]| self.send_raw_buffered(bytes);
-            let sent = write_upload(&pending, &mut emit)?;
-            self.stream.flush()?;
-            sent
-        };
-        self.stats.commands += 1;
-        self.stats.applies += 1;
+        let sent_bytes = self.send_upload(&pending)?;
         let reply = self.read_reply_in_order(Required::ListReply)?;
         if reply.status() == SyncStatus::Ok {
             for f in &pending {
@@ -850,6 +884,46 @@ impl Connection {
             self.stats.message_bytes_sent += sent_bytes;
         }
         Ok(reply)
+    }
+
+    /// As [`apply_message`](Self::apply_message), but does not wait for the reply,
+    /// which [`take_deferred`](Self::take_deferred) collects (marking the files
+    /// staged if it is OK): the master goes on to the mailbox's `APPLY MAILBOX` and
+    /// the next upload while the replica stores this one. Whether anything was sent.
+    pub fn apply_message_deferred(&mut self, files: &[MessageUpload]) -> Result<bool, ConnError> {
+        let pending: Vec<&MessageUpload> = files
+            .iter()
+            .filter(|f| !self.is_staged(&f.partition, &f.guid))
+            .collect();
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let bytes = self.send_upload(&pending)?;
+        self.unread.push_back(true);
+        self.deferred_uploads.push_back(Some(InFlightUpload {
+            files: pending
+                .iter()
+                .map(|f| (f.partition.clone(), f.guid))
+                .collect(),
+            bytes,
+        }));
+        Ok(true)
+    }
+
+    /// Writes an `APPLY MESSAGE`; the plain bytes of its files.
+    fn send_upload(&mut self, pending: &[&MessageUpload]) -> Result<u64, ConnError> {
+        debug!(command = %format!("APPLY MESSAGE ({} files)", pending.len()), "sending");
+        let sent_bytes = if self.deflater.is_some() && self.compress_threads >= 2 {
+            self.upload_pooled(pending)?
+        } else {
+            let mut emit = |bytes: &[u8]| self.send_raw_buffered(bytes);
+            let sent = write_upload(pending, &mut emit)?;
+            self.stream.flush()?;
+            sent
+        };
+        self.stats.commands += 1;
+        self.stats.applies += 1;
+        Ok(sent_bytes)
     }
 
     /// Sends an upload through the deflate pool: its threads compress segments of it
@@ -905,6 +979,11 @@ impl Connection {
 
     pub fn is_staged(&self, partition: &str, guid: &Guid) -> bool {
         self.staged.contains(partition, guid)
+            || self
+                .deferred_uploads
+                .iter()
+                .flatten()
+                .any(|u| u.files.iter().any(|(p, g)| g == guid && p == partition))
     }
 
     /// (partition, GUID) entries staged since the last `RESTART`.

@@ -407,10 +407,11 @@ impl Syncer<'_> {
         result
     }
 
-    /// Every mailbox of the pass, pipelined one deep: a mailbox's `APPLY MAILBOX` reply
-    /// is collected only after the next mailbox's `APPLY MESSAGE` has been sent, so the
-    /// master reads and compresses those files while the replica commits (the replica
-    /// still executes the commands in order; nothing depends on the reply in between).
+    /// Every mailbox of the pass, pipelined one deep: a mailbox's `APPLY MAILBOX` reply,
+    /// and that of the upload just before it, are collected only after the next
+    /// mailbox's `APPLY MESSAGE` has been sent, so the master reads and compresses
+    /// those files while the replica stores and commits (the replica still executes
+    /// the commands in order; nothing depends on the replies in between).
     /// A failed first attempt then gets the same retries and repair as
     /// [`update_mailbox`](Self::update_mailbox), just one mailbox later.
     fn update_mailboxes(
@@ -467,13 +468,31 @@ impl Syncer<'_> {
         }
     }
 
-    /// Collects a deferred `APPLY MAILBOX` reply and finishes that mailbox's update.
+    /// Collects a deferred `APPLY MAILBOX` reply (and that of the upload sent just
+    /// before it, if any) and finishes that mailbox's update.
     fn conclude_deferred(&mut self, name: &str) -> SyncResult<()> {
         let _span = info_span!("mailbox", mailbox = %name).entered();
+        let uploaded = match self.conn.deferred_upload_next() {
+            Some((files, bytes)) => {
+                let reply = self.conn.take_deferred();
+                Some(
+                    reply
+                        .map_err(SyncError::from)
+                        .and_then(|reply| check(&reply, "APPLY MESSAGE", name))
+                        .map(|()| self.progress.uploaded(files, bytes)),
+                )
+            }
+            None => None,
+        };
         let reply = self.conn.take_deferred();
-        let first = reply
-            .map_err(SyncError::from)
-            .and_then(|reply| self.applied(&reply, name));
+        let first = match uploaded {
+            // The mailbox could not have been applied without its messages; its own
+            // reply says so in other words.
+            Some(Err(e)) => Err(e),
+            _ => reply
+                .map_err(SyncError::from)
+                .and_then(|reply| self.applied(&reply, name)),
+        };
         self.conclude(name, first)
     }
 
@@ -734,7 +753,13 @@ impl Syncer<'_> {
         if let Some(e) = pending_error {
             return Err(e);
         }
-        upload(self.conn, self.progress, &mut batch, name)?;
+        if defer {
+            // Its reply is collected with the APPLY MAILBOX's (conclude_deferred).
+            self.conn.apply_message_deferred(&batch)?;
+            batch.clear();
+        } else {
+            upload(self.conn, self.progress, &mut batch, name)?;
+        }
         // The mailbox itself, records streamed.
         let mut state = m.state.clone();
         state.partition = partition;

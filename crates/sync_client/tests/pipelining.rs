@@ -2,8 +2,9 @@
 //! the next mailbox's `APPLY MESSAGE` (one-deep pipelining). These tests run the
 //! library against csync's replica (in a thread of the test process) and check that
 //! replies are matched to their commands: a plain multi-mailbox sync, a first mailbox
-//! that needs the repair of §4.6 while later mailboxes are in flight, and a failure
-//! (`-O`) that leaves an uncollected reply behind on a connection that is used again.
+//! that needs the repair of §4.6 while later mailboxes are in flight, a failure
+//! (`-O`) that leaves an uncollected reply behind on a connection that is used again,
+//! and an upload the replica refuses while its reply was not yet awaited.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,7 @@ impl Master {
             &conf,
             format!(
                 "configdirectory: {d}/conf\npartition-default: {d}/spool\n\
+                 partition-archive: {d}/archive\n\
                  sync_host: 127.0.0.1:{port}\nsync_authname: repluser\nsync_password: secret\n\
                  csync_allow_plaintext: yes\n",
                 d = dir.display()
@@ -332,5 +334,49 @@ fn last_mailbox_of_a_user_is_collected_in_the_next_users_pass() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(carried.is_empty(), "{carried:?}");
     assert_same(&store, &open_store(&replica_conf), &all_user_mailboxes());
+    let _ = conn.exit();
+}
+
+/// A mailbox's last `APPLY MESSAGE` is not awaited before its `APPLY MAILBOX` and the
+/// next mailbox's upload. The replica refuses one (a partition it does not have):
+/// the failure names that mailbox and command, its files are not taken as staged,
+/// and the connection goes on matching replies to commands.
+#[test]
+fn a_refused_upload_fails_its_own_mailbox_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, replica_conf) = start_replica(&tmp.path().join("replica"));
+    let master = Master::new(&tmp.path().join("master"), port);
+    let mut store = master.store();
+    let refused = "user.alice.Lists";
+    for name in MAILBOXES {
+        let partition = (name == refused).then_some("archive");
+        store.create_mailbox(name, partition, None).unwrap();
+    }
+    fill(&mut store, &MAILBOXES, 1, 3);
+    let opts = SyncOptions::default();
+    let mut conn = master.connect();
+
+    let failed = sync_user(&mut store, &mut conn, &opts);
+    let text = format!("{failed:?}");
+    assert!(
+        text.contains("APPLY MESSAGE") && text.contains(refused),
+        "{text}"
+    );
+    assert_eq!(conn.deferred_pending(), 0);
+    let replica = open_store(&replica_conf);
+    assert!(replica.mailbox(refused).unwrap().is_none());
+    // The mailboxes before the refused one were applied, whole.
+    assert_same(&store, &replica, &MAILBOXES[..2]);
+    drop(replica);
+
+    // The same connection, with every mailbox on the replica's default partition:
+    // everything converges, the refused files included.
+    let opts = SyncOptions {
+        partition: Some("default".into()),
+        ..SyncOptions::default()
+    };
+    sync_user(&mut store, &mut conn, &opts).unwrap();
+    assert_eq!(conn.deferred_pending(), 0);
+    assert_same(&store, &open_store(&replica_conf), &MAILBOXES);
     let _ = conn.exit();
 }
