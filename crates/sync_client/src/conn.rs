@@ -863,10 +863,7 @@ impl Connection {
     /// Uploads message files with `APPLY MESSAGE`, streaming each from disk. Files
     /// already staged on this connection are skipped.
     pub fn apply_message(&mut self, files: &[MessageUpload]) -> Result<Reply, ConnError> {
-        let pending: Vec<&MessageUpload> = files
-            .iter()
-            .filter(|f| !self.is_staged(&f.partition, &f.guid))
-            .collect();
+        let pending = self.not_staged(files);
         if pending.is_empty() {
             return Ok(Reply {
                 data: Vec::new(),
@@ -891,10 +888,7 @@ impl Connection {
     /// staged if it is OK): the master goes on to the mailbox's `APPLY MAILBOX` and
     /// the next upload while the replica stores this one. Whether anything was sent.
     pub fn apply_message_deferred(&mut self, files: &[MessageUpload]) -> Result<bool, ConnError> {
-        let pending: Vec<&MessageUpload> = files
-            .iter()
-            .filter(|f| !self.is_staged(&f.partition, &f.guid))
-            .collect();
+        let pending = self.not_staged(files);
         if pending.is_empty() {
             return Ok(false);
         }
@@ -908,6 +902,14 @@ impl Connection {
             bytes,
         }));
         Ok(true)
+    }
+
+    /// The files of an upload the replica does not have from this connection yet.
+    fn not_staged<'f>(&self, files: &'f [MessageUpload]) -> Vec<&'f MessageUpload> {
+        files
+            .iter()
+            .filter(|f| !self.is_staged(&f.partition, &f.guid))
+            .collect()
     }
 
     /// Writes an `APPLY MESSAGE`; the plain bytes of its files.
