@@ -221,8 +221,36 @@ pub struct Connection {
 /// once the reply is OK.
 #[derive(Debug)]
 struct InFlightUpload {
-    files: Vec<(String, Guid)>,
+    /// The GUIDs by partition (one partition, a mailbox's, in practice): looked up
+    /// for every record of the mailboxes that follow.
+    by_partition: Vec<(String, HashSet<Guid>)>,
+    files: usize,
     bytes: u64,
+}
+
+impl InFlightUpload {
+    fn new(pending: &[&MessageUpload], bytes: u64) -> InFlightUpload {
+        let mut by_partition: Vec<(String, HashSet<Guid>)> = Vec::new();
+        for f in pending {
+            match by_partition.iter_mut().find(|(p, _)| *p == f.partition) {
+                Some((_, guids)) => {
+                    guids.insert(f.guid);
+                }
+                None => by_partition.push((f.partition.clone(), HashSet::from([f.guid]))),
+            }
+        }
+        InFlightUpload {
+            by_partition,
+            files: pending.len(),
+            bytes,
+        }
+    }
+
+    fn contains(&self, partition: &str, guid: &Guid) -> bool {
+        self.by_partition
+            .iter()
+            .any(|(p, guids)| p == partition && guids.contains(guid))
+    }
 }
 
 /// See [`Connection::carried`].
@@ -720,7 +748,7 @@ impl Connection {
             .deferred_uploads
             .iter()
             .flatten()
-            .map(|u| u.files.len())
+            .map(|u| u.files)
             .sum();
         self.staged.len() + in_flight >= self.staged.limit
     }
@@ -765,13 +793,20 @@ impl Connection {
         if let (Some(upload), Ok(reply)) = (upload, &reply)
             && reply.status() == SyncStatus::Ok
         {
-            self.stats.messages_sent += upload.files.len() as u64;
-            self.stats.message_bytes_sent += upload.bytes;
-            for (partition, guid) in upload.files {
+            self.uploaded(upload);
+        }
+        reply
+    }
+
+    /// An upload the replica answered OK: its files are staged there.
+    fn uploaded(&mut self, upload: InFlightUpload) {
+        self.stats.messages_sent += upload.files as u64;
+        self.stats.message_bytes_sent += upload.bytes;
+        for (partition, guids) in upload.by_partition {
+            for guid in guids {
                 self.staged.insert(&partition, guid);
             }
         }
-        reply
     }
 
     /// If the oldest deferred reply is that of an `APPLY MESSAGE`: its number of
@@ -780,7 +815,7 @@ impl Connection {
         self.deferred_uploads
             .front()
             .and_then(Option::as_ref)
-            .map(|u| (u.files.len() as u64, u.bytes))
+            .map(|u| (u.files as u64, u.bytes))
     }
 
     /// Drops the deferred replies nobody will collect (a sync step that failed before
@@ -871,14 +906,10 @@ impl Connection {
                 completion: Completion::Ok("nothing to upload".into()),
             });
         }
-        let sent_bytes = self.send_upload(&pending)?;
+        let bytes = self.send_upload(&pending)?;
         let reply = self.read_reply_in_order(Required::ListReply)?;
         if reply.status() == SyncStatus::Ok {
-            for f in &pending {
-                self.staged.insert(&f.partition, f.guid);
-            }
-            self.stats.messages_sent += pending.len() as u64;
-            self.stats.message_bytes_sent += sent_bytes;
+            self.uploaded(InFlightUpload::new(&pending, bytes));
         }
         Ok(reply)
     }
@@ -894,13 +925,8 @@ impl Connection {
         }
         let bytes = self.send_upload(&pending)?;
         self.unread.push_back(true);
-        self.deferred_uploads.push_back(Some(InFlightUpload {
-            files: pending
-                .iter()
-                .map(|f| (f.partition.clone(), f.guid))
-                .collect(),
-            bytes,
-        }));
+        self.deferred_uploads
+            .push_back(Some(InFlightUpload::new(&pending, bytes)));
         Ok(true)
     }
 
@@ -985,7 +1011,7 @@ impl Connection {
                 .deferred_uploads
                 .iter()
                 .flatten()
-                .any(|u| u.files.iter().any(|(p, g)| g == guid && p == partition))
+                .any(|u| u.contains(partition, guid))
     }
 
     /// (partition, GUID) entries staged since the last `RESTART`.
