@@ -151,10 +151,7 @@ impl Staging {
 
     /// The staged file for (partition, GUID), if any.
     pub fn get(&self, partition: &str, guid: &Guid) -> Option<PathBuf> {
-        if !self.dirs.contains(partition) {
-            return None;
-        }
-        let path = self.dir(partition).ok()?.join(guid.to_hex());
+        let path = self.staged_path(partition, guid)?;
         // An upload being written under its final name is not staged until it hashed
         // right (never the case between lines, where lookups happen; but cheap to be
         // sure of).
@@ -168,6 +165,7 @@ impl Staging {
 
     /// Where (partition, GUID) is staged, for a caller that has already seen it
     /// there with [`get`](Self::get) within the same command: no `stat` again.
+    /// `None` only when nothing was staged on that partition.
     pub fn staged_path(&self, partition: &str, guid: &Guid) -> Option<PathBuf> {
         if !self.dirs.contains(partition) {
             return None;
