@@ -108,9 +108,7 @@ impl DeflatePool {
             plain_bytes: 0,
         }
     }
-}
 
-impl DeflatePool {
     /// An empty buffer, reused when one is spare.
     fn buffer(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_default()
